@@ -1,0 +1,209 @@
+"""The one module that talks to the upstream model: an OpenAI-compatible API, or the demo model."""
+
+import asyncio
+import json
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+from django.conf import settings
+from httpx_sse import SSEError, aconnect_sse
+
+
+class UpstreamError(Exception):
+    """The model failed before sending anything: nothing was delivered, the request is given back."""
+
+
+class UpstreamBroken(Exception):
+    """The model failed after the answer had started."""
+
+
+class Upstream(Protocol):
+    model: str
+
+    async def complete(self, body: dict) -> dict: ...
+
+    def stream(self, body: dict) -> AsyncIterator[str]:
+        """Yield the answer's text as the model produces it."""
+
+
+# One connection pool per event loop (one per process under uvicorn), made on first use.
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+
+
+def http_client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+        client = _clients[loop] = httpx.AsyncClient(limits=limits, trust_env=False)
+    return client
+
+
+class OpenAICompatible:
+    def __init__(self, *, base_url: str, api_key: str, model: str, connect_timeout: float, read_timeout: float):
+        self.url = f"{base_url}/chat/completions"
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.model = model
+        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+
+    def _payload(self, body: dict, stream: bool) -> dict:
+        return {**body, "model": self.model, "stream": stream}
+
+    async def complete(self, body: dict) -> dict:
+        try:
+            response = await http_client().post(
+                self.url, json=self._payload(body, False), headers=self.headers, timeout=self.timeout
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise UpstreamError(f"upstream answered {response.status_code}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise UpstreamError("upstream answered something that is not JSON") from exc
+
+    async def stream(self, body: dict) -> AsyncIterator[str]:
+        started = False
+        try:
+            async with aconnect_sse(
+                http_client(),
+                "POST",
+                self.url,
+                json=self._payload(body, True),
+                headers=self.headers,
+                timeout=self.timeout,
+            ) as source:
+                if source.response.status_code >= 400:
+                    raise UpstreamError(f"upstream answered {source.response.status_code}")
+                async for event in source.aiter_sse():
+                    if event.data == "[DONE]":
+                        return
+                    text = _delta_text(json.loads(event.data))
+                    if text:
+                        started = True
+                        yield text
+        except (httpx.HTTPError, SSEError, ValueError) as exc:
+            if started:
+                raise UpstreamBroken(f"upstream stream broke: {type(exc).__name__}") from exc
+            raise UpstreamError(f"upstream failed: {type(exc).__name__}") from exc
+
+
+def _delta_text(chunk: dict) -> str:
+    if "error" in chunk:
+        raise ValueError("upstream sent an error event")
+    choices = chunk.get("choices") or [{}]
+    return (choices[0].get("delta") or {}).get("content") or ""
+
+
+def last_user_text(body: dict) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+class DemoModel:
+    """Answers without any outside service, word by word, so streaming can be seen working."""
+
+    model = "demo"
+
+    def __init__(self, *, pause: float = 0.04, model: str = "demo") -> None:
+        self.pause = pause
+        self.model = model
+
+    def answer(self, body: dict) -> str:
+        said = " ".join(last_user_text(body).split())
+        if len(said) > 200:
+            said = said[:200] + "…"
+        turns = sum(1 for m in body.get("messages", []) if m.get("role") == "user")
+        turn = f" This is turn {turns} of our conversation." if turns > 1 else ""
+        return (
+            f"You said: “{said}”.{turn} I am Tollgate's demo model, streaming this reply word by word. "
+            "To talk to a real model, set LLM_BASE_URL (and LLM_API_KEY, LLM_MODEL) to any "
+            "OpenAI-compatible API and restart Tollgate."
+        )
+
+    async def complete(self, body: dict) -> dict:
+        text = self.answer(body)
+        return completion_object(self.model, text, prompt_words=len(last_user_text(body).split()))
+
+    async def stream(self, body: dict) -> AsyncIterator[str]:
+        words = self.answer(body).split(" ")
+        for i, word in enumerate(words):
+            if i:
+                await asyncio.sleep(self.pause)
+            yield word if i == len(words) - 1 else word + " "
+
+
+def completion_object(model: str, text: str, *, prompt_words: int = 0) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": len(text.split()),
+            "total_tokens": prompt_words + len(text.split()),
+        },
+    }
+
+
+def get_upstream() -> Upstream:
+    if not settings.LLM_BASE_URL:
+        return DemoModel(model=settings.LLM_MODEL)
+    return OpenAICompatible(
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        model=settings.LLM_MODEL,
+        connect_timeout=settings.LLM_CONNECT_TIMEOUT,
+        read_timeout=settings.LLM_READ_TIMEOUT,
+    )
+
+
+class GatewayRefused(Exception):
+    def __init__(self, status: int, retry_after: str | None = None) -> None:
+        super().__init__(status)
+        self.status, self.retry_after = status, retry_after
+
+
+async def gateway_query(*, gateway_url: str, api_key: str, conversation: str, message: str) -> AsyncIterator[str]:
+    """aws mode: the chat page's request relayed to `{GATEWAY_URL}/query`, which API Gateway meters.
+
+    Raises GatewayRefused for the gateway's 403/429 and UpstreamError when it cannot be reached.
+    """
+    request = http_client().build_request(
+        "GET",
+        f"{gateway_url}/query",
+        params={"uuid": conversation, "message": message},
+        headers={"x-api-key": api_key, "Accept": "text/event-stream"},
+        timeout=httpx.Timeout(settings.LLM_READ_TIMEOUT, connect=settings.LLM_CONNECT_TIMEOUT),
+    )
+    try:
+        response = await http_client().send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"gateway unreachable: {type(exc).__name__}") from exc
+    started = False
+    try:
+        if response.status_code in (403, 429):
+            raise GatewayRefused(response.status_code, response.headers.get("Retry-After"))
+        if response.status_code >= 400:
+            raise UpstreamError(f"gateway answered {response.status_code}")
+        async for text in response.aiter_text():
+            started = True
+            yield text
+    except httpx.HTTPError as exc:
+        if started:
+            raise UpstreamBroken(f"gateway stream broke: {type(exc).__name__}") from exc
+        raise UpstreamError(f"gateway failed: {type(exc).__name__}") from exc
+    finally:
+        await response.aclose()

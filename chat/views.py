@@ -1,0 +1,157 @@
+"""The chat page and its stream. The browser never holds a secret: it posts a key id."""
+
+import json
+from http import HTTPStatus
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_POST
+
+from chat import services as conversations
+from chat.models import Conversation
+from chat.relay import first_chunk, relay_text
+from chat.upstream import GatewayRefused, UpstreamError, gateway_query, get_upstream
+from chat.validation import MAX_MESSAGE_CHARS
+from keys.backends import get_backend
+from keys.errors import BackendUnavailable
+from keys.models import ApiKey
+from keys.presenters import keys_with_usage
+from keys.quota import QuotaStoreUnavailable, format_duration, release_request
+from keys.services import Verdict, request_admit
+
+
+def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
+    rows = keys_with_usage(request.user, active_only=True)
+    conversation = None
+    if conversation_id is not None:
+        conversation = get_object_or_404(Conversation, public_id=conversation_id, owner=request.user)
+    chosen = conversation.key_id if conversation and conversation.key_id else (rows[0].key.pk if rows else None)
+    context = {
+        "rows": rows,
+        "chosen_key": chosen,
+        "conversation": conversation,
+        "history": conversation.messages.all() if conversation else [],
+        "conversations": Conversation.objects.filter(owner=request.user)[:30],
+        "max_chars": MAX_MESSAGE_CHARS,
+    }
+    return render(request, "chat/chat.html", context)
+
+
+def problem(status: int, text: str) -> JsonResponse:
+    return JsonResponse({"message": text}, status=status)
+
+
+def limit_exceeded(admission, *, throttled: bool = False) -> JsonResponse:
+    headers = admission.headers()
+    text = "Too Many Requests" if throttled else "Limit Exceeded"
+    body = {
+        "message": text,
+        "retry_after": admission.retry_after,
+        "resets_in": format_duration(admission.resets_at - admission.now),
+    }
+    return JsonResponse(body, status=HTTPStatus.TOO_MANY_REQUESTS, headers=headers)
+
+
+def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
+    try:
+        data = json.loads(request.body)
+        key_id, text = int(data["key_id"]), data["message"]
+        conversation_id = data.get("conversation") or ""
+        if not isinstance(text, str) or not isinstance(conversation_id, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return problem(HTTPStatus.BAD_REQUEST, "Send JSON with key_id, message and optionally conversation.")
+    if not text.strip():
+        return problem(HTTPStatus.BAD_REQUEST, "Type a message first.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        return problem(HTTPStatus.BAD_REQUEST, f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).")
+    return key_id, text, conversation_id
+
+
+def _conversation(user, key: ApiKey, conversation_id: str) -> Conversation | None:
+    if not conversation_id:
+        return Conversation.objects.create(owner=user, key=key)
+    try:
+        conversation = Conversation.objects.filter(public_id=conversation_id, owner=user).first()
+    except Exception:  # not a UUID
+        return None
+    if conversation is not None and conversation.key_id != key.pk:
+        conversation.key = key
+        conversation.save(update_fields=["key"])
+    return conversation
+
+
+@require_POST
+async def chat_stream(request: HttpRequest) -> HttpResponse:
+    parsed = _parse(request)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    key_id, text, conversation_id = parsed
+    user = await request.auser()
+    key = await ApiKey.objects.select_related("plan").filter(pk=key_id, owner=user).afirst()
+    if key is None:
+        return problem(HTTPStatus.NOT_FOUND, "No such key.")
+    conversation = await sync_to_async(_conversation)(user, key, conversation_id)
+    if conversation is None:
+        return problem(HTTPStatus.NOT_FOUND, "No such conversation.")
+    if settings.KEYS_BACKEND == "aws":
+        return await _via_gateway(key, conversation, text)
+    try:
+        result = await sync_to_async(request_admit)(request=request, key=key)
+    except QuotaStoreUnavailable:
+        return problem(HTTPStatus.SERVICE_UNAVAILABLE, "Tollgate cannot reach its database right now.")
+    if result.verdict == Verdict.FORBIDDEN:
+        return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
+    if result.verdict != Verdict.ADMITTED:
+        return limit_exceeded(result.admission, throttled=result.verdict == Verdict.THROTTLED)
+    admission = result.admission
+    messages = await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
+    stream = get_upstream().stream({"messages": messages})
+    try:
+        first = await first_chunk(stream)
+    except UpstreamError:
+        await sync_to_async(release_request)(key, admission)
+        return problem(HTTPStatus.BAD_GATEWAY, "The model did not answer. This message was not counted.")
+    return _stream_response(conversation, first, stream, admission.headers())
+
+
+def _stream_response(conversation: Conversation, first: str, stream, headers: dict) -> StreamingHttpResponse:
+    async def on_done(answer: str, complete: bool) -> None:
+        await sync_to_async(conversations.turn_finish)(conversation=conversation, text=answer, complete=complete)
+
+    return StreamingHttpResponse(
+        relay_text(first, stream, on_done=on_done),
+        content_type="text/event-stream; charset=utf-8",
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Conversation-Id": str(conversation.public_id),
+            **headers,
+        },
+    )
+
+
+async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> HttpResponse:
+    """aws mode: API Gateway meters the request; the key's value is fetched by id, used, and dropped."""
+    if not settings.GATEWAY_URL:
+        return problem(HTTPStatus.SERVICE_UNAVAILABLE, "GATEWAY_URL is not configured; ask an administrator.")
+    try:
+        value = await sync_to_async(get_backend().key_value)(key)
+    except BackendUnavailable:
+        return problem(HTTPStatus.BAD_GATEWAY, "AWS did not answer. Try again shortly.")
+    await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
+    stream = gateway_query(
+        gateway_url=settings.GATEWAY_URL, api_key=value, conversation=str(conversation.public_id), message=text
+    )
+    try:
+        first = await first_chunk(stream)
+    except GatewayRefused as refused:
+        if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
+            headers = {"Retry-After": refused.retry_after} if refused.retry_after else {}
+            return JsonResponse({"message": "Limit Exceeded"}, status=429, headers=headers)
+        return problem(HTTPStatus.FORBIDDEN, "API Gateway refused this key.")
+    except UpstreamError:
+        return problem(HTTPStatus.BAD_GATEWAY, "The gateway did not answer.")
+    return _stream_response(conversation, first, stream, {})

@@ -1,0 +1,81 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from keys import services
+from keys.errors import BackendUnavailable
+from keys.models import ApiKey, AuditEvent, Plan, Usage
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ["name", "quota", "period", "rate_limit", "burst_limit", "active", "aws_id"]
+    list_filter = ["period", "active"]
+    search_fields = ["name"]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # In aws mode the plans live in API Gateway: refresh the rows from it first.
+        from django.conf import settings
+
+        if settings.KEYS_BACKEND == "aws":
+            try:
+                services.plan_list()
+            except BackendUnavailable as exc:
+                self.message_user(request, f"Could not read plans from AWS: {exc}", messages.ERROR)
+        return super().changelist_view(request, extra_context)
+
+
+class UsageInline(admin.TabularInline):
+    model = Usage
+    extra = 0
+    can_delete = False
+    readonly_fields = ["window_start", "requests"]
+    max_num = 0
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "owner", "plan", "status", "created", "last_used"]
+    list_filter = ["status", "plan", "created"]
+    search_fields = ["prefix", "name", "owner__email", "backend_key_id"]
+    readonly_fields = ["prefix", "digest", "backend_key_id", "created", "last_used", "revoked_at"]
+    raw_id_fields = ["owner"]
+    inlines = [UsageInline]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected keys (also in AWS)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        done = 0
+        for key in queryset.active():
+            try:
+                services.api_key_revoke(key=key, actor=request.user)
+                done += 1
+            except BackendUnavailable as exc:
+                self.message_user(request, f"{key}: {exc}", messages.ERROR)
+        self.message_user(request, f"Revoked {done} key(s).", messages.SUCCESS)
+
+
+@admin.register(Usage)
+class UsageAdmin(admin.ModelAdmin):
+    list_display = ["key", "window_start", "requests"]
+    list_filter = ["window_start"]
+    search_fields = ["key__prefix", "key__owner__email"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["at", "action", "actor", "key", "masked_key", "ip"]
+    list_filter = ["action", "at"]
+    search_fields = ["masked_key", "ip", "actor__email"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -1,0 +1,46 @@
+"""The two places keys can live. Both answer the same small interface; settings pick one."""
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+
+from keys.models import ApiKey, Plan
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    value: str  # shown to the user once, never stored
+    prefix: str
+    digest: str | None = None  # local backend: SHA-256 of the value
+    backend_key_id: str = ""  # aws backend: API Gateway's key id
+
+
+class KeyBackend(Protocol):
+    name: str
+
+    def list_plans(self) -> list[Plan]: ...
+
+    def issue(self, *, user: AbstractBaseUser, plan: Plan) -> IssuedSecret:
+        """Make a new secret on `plan`; raise KeyAlreadyExists or KeyCreateFailed."""
+
+    def withdraw(self, issued: IssuedSecret) -> None:
+        """Undo `issue` when the portal could not record the key."""
+
+    def revoke(self, *, key: ApiKey) -> None: ...
+
+    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, int]:
+        """Requests per day from `start` to `end` inclusive (missing days are 0)."""
+
+
+def get_backend(name: str | None = None) -> KeyBackend:
+    name = name or settings.KEYS_BACKEND
+    if name == "aws":
+        from keys.backends.aws import AwsBackend
+
+        return AwsBackend()
+    from keys.backends.local import LocalBackend
+
+    return LocalBackend()

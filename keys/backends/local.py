@@ -1,0 +1,30 @@
+"""Keys, plans and usage in the Django database; Tollgate itself enforces the quota."""
+
+from datetime import date
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from keys import tokens
+from keys.backends import IssuedSecret
+from keys.models import ApiKey, Plan, Usage
+
+
+class LocalBackend:
+    name = "local"
+
+    def list_plans(self) -> list[Plan]:
+        return list(Plan.objects.filter(active=True))
+
+    def issue(self, *, user: AbstractBaseUser, plan: Plan) -> IssuedSecret:
+        secret = tokens.generate_secret()
+        return IssuedSecret(value=secret, prefix=tokens.display_prefix(secret), digest=tokens.digest(secret))
+
+    def withdraw(self, issued: IssuedSecret) -> None:
+        pass  # nothing exists outside the database row
+
+    def revoke(self, *, key: ApiKey) -> None:
+        pass  # the row's status is the revocation
+
+    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, int]:
+        rows = Usage.objects.filter(key=key, window_start__range=(start, end))
+        return dict(rows.values_list("window_start", "requests"))

@@ -1,0 +1,143 @@
+import calendar
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Plan(models.Model):
+    """A usage plan: `quota` requests per calendar `period` (UTC), like an API Gateway usage plan."""
+
+    class Period(models.TextChoices):
+        DAY = "DAY", "per day"
+        WEEK = "WEEK", "per week"
+        MONTH = "MONTH", "per month"
+
+    name = models.CharField(max_length=64, unique=True)
+    quota = models.PositiveIntegerField(help_text="Requests allowed in each period.")
+    period = models.CharField(max_length=5, choices=Period.choices, default=Period.DAY)
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Optional throttle: steady requests per second."
+    )
+    burst_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Optional throttle: requests allowed in one second at most."
+    )
+    description = models.TextField(blank=True)
+    active = models.BooleanField(default=True, help_text="Inactive plans are not offered for new keys.")
+    aws_id = models.CharField(
+        "AWS usage plan id", max_length=64, blank=True, help_text="Set for plans read from API Gateway."
+    )
+
+    class Meta:
+        ordering = ["quota", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def window(self, now: datetime) -> tuple[date, datetime]:
+        """The UTC calendar window holding `now`: (first day, the instant it ends)."""
+        today = now.astimezone(UTC).date()
+        if self.period == self.Period.WEEK:
+            start = today - timedelta(days=today.weekday())
+            end = start + timedelta(days=7)
+        elif self.period == self.Period.MONTH:
+            start = today.replace(day=1)
+            end = start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
+        else:
+            start = today
+            end = start + timedelta(days=1)
+        return start, datetime.combine(end, time.min, tzinfo=UTC)
+
+    @property
+    def throttle_rate(self) -> str | None:
+        """The per-second throttle in django-ratelimit syntax, or None when the plan has none."""
+        allowed = max(self.rate_limit or 0, self.burst_limit or 0)
+        return f"{allowed}/s" if allowed else None
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> "ApiKeyQuerySet":
+        return self.filter(status=ApiKey.Status.ACTIVE)
+
+
+class ApiKey(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        REVOKED = "revoked", "Revoked"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="keys")
+    name = models.CharField(max_length=150)
+    prefix = models.CharField(max_length=16, help_text="The first characters of the secret, for display.")
+    digest = models.CharField(
+        max_length=64, unique=True, null=True, blank=True, help_text="SHA-256 of the secret (local backend)."
+    )
+    backend_key_id = models.CharField(
+        max_length=128, blank=True, help_text="API Gateway key id (aws backend). The value is never stored."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API key"
+        constraints = [
+            # One active key per user per plan; the database settles racing creates.
+            models.UniqueConstraint(
+                fields=["owner", "plan"], condition=Q(status="active"), name="one_active_key_per_user_and_plan"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.plan})"
+
+    def is_usable(self, now: datetime) -> bool:
+        return self.status == self.Status.ACTIVE and (self.expires_at is None or self.expires_at > now)
+
+
+class Usage(models.Model):
+    """Requests admitted for one key in one quota window (the window's first day, UTC)."""
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage")
+    window_start = models.DateField()
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-window_start"]
+        verbose_name_plural = "usage"
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="one_usage_row_per_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.window_start}: {self.requests}"
+
+
+class AuditEvent(models.Model):
+    """Who did what to which key, and failed key authentications, for admins."""
+
+    class Action(models.TextChoices):
+        KEY_CREATED = "key_created", "Key created"
+        KEY_ROTATED = "key_rotated", "Key rotated"
+        KEY_REVOKED = "key_revoked", "Key revoked"
+        AUTH_FAILED = "auth_failed", "Key authentication failed"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    masked_key = models.CharField(max_length=32, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.get_action_display()}"

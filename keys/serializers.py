@@ -1,0 +1,67 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from keys.models import ApiKey, Plan
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Plan
+        fields = ["name", "quota", "period", "rate_limit", "burst_limit", "description"]
+
+
+class KeyCreateInputSerializer(serializers.Serializer):
+    plan_name = serializers.CharField(max_length=64)
+    user = serializers.EmailField(required=False, help_text="Defaults to the signed-in user; others need staff.")
+
+    def __init__(self, *args, plans: list[Plan] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.plans = {plan.name: plan for plan in plans or []}
+
+    def validate_plan_name(self, value: str) -> Plan:
+        if value not in self.plans:
+            raise serializers.ValidationError(f"Unknown plan {value!r}. Choose one of: {', '.join(self.plans)}.")
+        return self.plans[value]
+
+
+class SecretSerializer(serializers.Serializer):
+    value = serializers.CharField(help_text="The secret. Shown once; Tollgate does not keep it.")
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class KeySerializer(serializers.ModelSerializer):
+    plan = serializers.CharField(source="plan.name")
+    used_today = serializers.IntegerField(source="window.used")
+    remaining_today = serializers.IntegerField(source="window.remaining")
+    resets_at = serializers.DateTimeField(source="window.resets_at")
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "plan",
+            "status",
+            "created",
+            "last_used",
+            "used_today",
+            "remaining_today",
+            "resets_at",
+        ]
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(min_value=1, max_value=366, default=30)
+
+
+class DayUsageSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    requests = serializers.IntegerField()
+
+
+def user_by_email(email: str):
+    return get_user_model().objects.filter(email__iexact=email).first()

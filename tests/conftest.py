@@ -1,0 +1,71 @@
+import pytest
+from django.core.cache import cache
+
+from keys import services
+from keys.models import Plan
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    # allauth's and django-ratelimit's counters live in the default cache.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(email: str = "alice@example.com", **extra):
+        return django_user_model.objects.create_user(
+            username=email.split("@")[0] + str(django_user_model.objects.count()),
+            email=email,
+            password=PASSWORD,
+            **extra,
+        )
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice@example.com")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob@example.com")
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("staff@example.com", is_staff=True)
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def plan10(db):
+    return Plan.objects.get(name="10RequestPerDay")
+
+
+@pytest.fixture
+def make_plan(db):
+    def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", **extra) -> Plan:
+        return Plan.objects.create(name=name, quota=quota, period=period, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_key(db):
+    def make(user, plan):
+        key, secret = services.api_key_create(user=user, plan=plan)
+        return key, secret
+
+    return make
