@@ -56,16 +56,14 @@ def format_duration(delta) -> str:
     return f"{seconds}s"
 
 
-def _admit_sql() -> str:
-    table = connection.ops.quote_name(Usage._meta.db_table)
-    # Works on SQLite (3.35+) and PostgreSQL alike. The conflict target is the
-    # (key, window_start) unique constraint; the WHERE makes the increment conditional,
-    # so a full window returns no row and nothing changes.
-    return (
-        f"INSERT INTO {table} (key_id, window_start, requests) VALUES (%s, %s, 1) "
-        f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {table}.requests + 1 "
-        f"WHERE {table}.requests < %s RETURNING requests"  # noqa: S608 - the table name is our own
-    )
+# Works on SQLite (3.35+) and PostgreSQL alike. The conflict target is the (key, window_start)
+# unique constraint; the WHERE makes the increment conditional, so a full window returns no
+# row and changes nothing. The first request of a window inserts the row in the same statement.
+ADMIT_SQL = (
+    "INSERT INTO keys_usage (key_id, window_start, requests) VALUES (%s, %s, 1) "
+    "ON CONFLICT (key_id, window_start) DO UPDATE SET requests = keys_usage.requests + 1 "
+    "WHERE keys_usage.requests < %s RETURNING requests"
+)
 
 
 def admit_request(key: ApiKey, now: datetime) -> Admission:
@@ -76,7 +74,7 @@ def admit_request(key: ApiKey, now: datetime) -> Admission:
     try:
         if plan.quota > 0:
             with connection.cursor() as cursor:
-                cursor.execute(_admit_sql(), [key.pk, connection.ops.adapt_datefield_value(window_start), plan.quota])
+                cursor.execute(ADMIT_SQL, [key.pk, connection.ops.adapt_datefield_value(window_start), plan.quota])
                 row = cursor.fetchone()
     except DatabaseError as exc:
         raise QuotaStoreUnavailable(str(exc)) from exc
