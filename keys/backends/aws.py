@@ -29,6 +29,11 @@ def make_client() -> Any:
     return boto3.client("apigateway", region_name=settings.AWS_DEFAULT_REGION)
 
 
+def paged_items(client: Any, operation: str, **params: Any) -> Iterator[dict]:
+    for page in client.get_paginator(operation).paginate(**params):
+        yield from page.get("items", [])
+
+
 class AwsBackend:
     name = "aws"
 
@@ -42,8 +47,7 @@ class AwsBackend:
         return self._client
 
     def _pages(self, operation: str, **params: Any) -> Iterator[dict]:
-        for page in self.client.get_paginator(operation).paginate(**params):
-            yield from page.get("items", [])
+        return paged_items(self.client, operation, **params)
 
     def list_plans(self) -> list[Plan]:
         """The usage plans in API Gateway, mirrored into Plan rows (matched by id, then name)."""
@@ -145,3 +149,91 @@ class AwsBackend:
             return self.client.get_api_key(apiKey=key.backend_key_id, includeValue=True)["value"]
         except AWS_ERRORS as exc:
             raise BackendUnavailable(f"get_api_key: {exc}") from exc
+
+
+class GatewaySetup:
+    """Prepares one REST API stage for Tollgate: usage plans on the stage, every method key-only.
+
+    Each step says what it did, or that there was nothing to do, so a second run is a no-op.
+    Raises BackendUnavailable when AWS refuses a call.
+    """
+
+    def __init__(self, *, rest_api_id: str, stage: str, client: Any = None) -> None:
+        self.rest_api_id, self.stage = rest_api_id, stage
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client()
+        return self._client
+
+    def run(self, seed_plans: list[tuple[str, int, str]]) -> Iterator[str]:
+        try:
+            self._check_stage()
+            yield from self.ensure_plans(seed_plans)
+            yield from self.require_api_keys()
+        except AWS_ERRORS as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    def _check_stage(self) -> None:
+        # Usage plans accept any stage name; fail early instead of attaching plans to nothing.
+        # https://docs.aws.amazon.com/apigateway/latest/api/API_GetStage.html
+        self.client.get_stage(restApiId=self.rest_api_id, stageName=self.stage)
+
+    def ensure_plans(self, seed_plans: list[tuple[str, int, str]]) -> Iterator[str]:
+        """Create the missing seed plans on the stage; put existing ones on it. Quotas already set are kept."""
+        target = f"{self.rest_api_id}:{self.stage}"
+        existing: dict[str, dict] = {}
+        # https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsagePlans.html
+        for item in paged_items(self.client, "get_usage_plans"):
+            existing.setdefault(item["name"], item)  # names may repeat in API Gateway; the first one counts
+        for name, quota, description in seed_plans:
+            plan = existing.get(name)
+            if plan is None:
+                # https://docs.aws.amazon.com/apigateway/latest/api/API_CreateUsagePlan.html
+                created = self.client.create_usage_plan(
+                    name=name,
+                    description=description,
+                    quota={"limit": quota, "period": "DAY"},
+                    apiStages=[{"apiId": self.rest_api_id, "stage": self.stage}],
+                )
+                yield f"Created usage plan {name} ({created['id']}): {quota} requests per DAY on {target}."
+                continue
+            stages = {(s.get("apiId"), s.get("stage")) for s in plan.get("apiStages") or []}
+            if (self.rest_api_id, self.stage) in stages:
+                yield f"Usage plan {name} ({plan['id']}) already exists on {target}: nothing to do."
+                continue
+            # https://docs.aws.amazon.com/apigateway/latest/api/API_UpdateUsagePlan.html
+            self.client.update_usage_plan(
+                usagePlanId=plan["id"], patchOperations=[{"op": "add", "path": "/apiStages", "value": target}]
+            )
+            yield f"Added {target} to the existing usage plan {name} ({plan['id']})."
+
+    def require_api_keys(self) -> Iterator[str]:
+        """Make every method require an API key, then redeploy the stage so the change is live."""
+        changed = 0
+        # https://docs.aws.amazon.com/apigateway/latest/api/API_GetResources.html
+        for resource in paged_items(self.client, "get_resources", restApiId=self.rest_api_id, embed=["methods"]):
+            for http_method, method in sorted((resource.get("resourceMethods") or {}).items()):
+                # Browsers send CORS preflights without custom headers, so OPTIONS must stay open.
+                if http_method == "OPTIONS" or method.get("apiKeyRequired"):
+                    continue
+                # https://docs.aws.amazon.com/apigateway/latest/api/API_UpdateMethod.html
+                self.client.update_method(
+                    restApiId=self.rest_api_id,
+                    resourceId=resource["id"],
+                    httpMethod=http_method,
+                    patchOperations=[{"op": "replace", "path": "/apiKeyRequired", "value": "true"}],
+                )
+                changed += 1
+                yield f"{http_method} {resource['path']} now requires an API key."
+        if not changed:
+            yield "Every method already requires an API key: nothing to do."
+            return
+        # Method changes reach callers only through a new deployment of the stage.
+        # https://docs.aws.amazon.com/apigateway/latest/api/API_CreateDeployment.html
+        deployment = self.client.create_deployment(
+            restApiId=self.rest_api_id, stageName=self.stage, description="Tollgate: API keys required"
+        )
+        yield f"Deployed {self.rest_api_id}:{self.stage} ({deployment['id']}) so the change takes effect."

@@ -1,10 +1,6 @@
 from django.db import migrations
 
-SEED_PLANS = [
-    ("10RequestPerDay", 10, "Try things out: ten requests a day."),
-    ("20RequestPerDay", 20, "For a small script: twenty requests a day."),
-    ("30RequestPerDay", 30, "For daily work: thirty requests a day."),
-]
+from keys.seed import SEED_PLANS
 
 
 def create_seed_plans(apps, schema_editor):

@@ -1,0 +1,227 @@
+from http import HTTPStatus
+
+import pytest
+
+from keys import tokens
+from keys.models import ApiKey, AuditEvent, Usage
+
+pytestmark = pytest.mark.django_db
+
+
+def create(client, **body):
+    return client.post("/api/create_key", body, content_type="application/json")
+
+
+def test_plans_are_listed(alice_client):
+    response = alice_client.get("/api/plan")
+    assert response.status_code == HTTPStatus.OK
+    plans = response.json()
+    assert [p["name"] for p in plans] == ["10RequestPerDay", "20RequestPerDay", "30RequestPerDay"]
+    assert plans[0] == {
+        "name": "10RequestPerDay",
+        "quota": 10,
+        "period": "DAY",
+        "rate_limit": None,
+        "burst_limit": None,
+        "description": plans[0]["description"],
+    }
+
+
+def test_it_creates_a_key_and_shows_the_secret_once(alice_client, alice):
+    response = create(alice_client, plan_name="10RequestPerDay")
+    assert response.status_code == HTTPStatus.OK
+    secret = response.json()["value"]
+    assert tokens.is_well_formed(secret)
+    key = ApiKey.objects.get(owner=alice)
+    assert key.digest == tokens.digest(secret)
+    assert key.plan.name == "10RequestPerDay"
+    assert response.headers["Cache-Control"] == "no-store"
+    listing = alice_client.get("/api/keys/")
+    assert secret not in listing.content.decode()
+    assert listing.json()[0]["prefix"] == secret[: tokens.DISPLAY_LENGTH]
+
+
+def test_the_same_plan_twice_is_a_conflict(alice_client):
+    assert create(alice_client, plan_name="10RequestPerDay").status_code == HTTPStatus.OK
+    response = create(alice_client, plan_name="10RequestPerDay")
+    assert response.status_code == HTTPStatus.CONFLICT
+    assert response.json() == {"message": "Key already exists"}
+    assert ApiKey.objects.count() == 1
+
+
+def test_keys_on_several_plans_are_fine(alice_client):
+    assert create(alice_client, plan_name="10RequestPerDay").status_code == HTTPStatus.OK
+    assert create(alice_client, plan_name="20RequestPerDay").status_code == HTTPStatus.OK
+    assert ApiKey.objects.active().count() == 2
+
+
+def test_the_user_field_may_name_yourself(alice_client, alice):
+    response = create(alice_client, plan_name="10RequestPerDay", user=alice.email)
+    assert response.status_code == HTTPStatus.OK
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"plan_name": "NoSuchPlan"}, "plan_name"),
+        ({}, "plan_name"),
+        ({"plan_name": ""}, "plan_name"),
+        ({"plan_name": ["10RequestPerDay"]}, "plan_name"),
+        ({"plan_name": "10RequestPerDay", "user": "not-an-email"}, "user"),
+    ],
+)
+def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(alice_client, body, field):
+    response = create(alice_client, **body)
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert field in response.json()
+    assert ApiKey.objects.count() == 0
+
+
+def test_a_body_that_is_not_json_is_a_400(alice_client):
+    response = alice_client.post("/api/create_key", "{nope", content_type="application/json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_another_users_email_needs_staff(alice_client, bob):
+    response = create(alice_client, plan_name="10RequestPerDay", user=bob.email)
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert ApiKey.objects.count() == 0
+
+
+def test_staff_may_create_a_key_for_another_user(client, staff, bob):
+    client.force_login(staff)
+    response = create(client, plan_name="10RequestPerDay", user=bob.email)
+    assert response.status_code == HTTPStatus.OK
+    key = ApiKey.objects.get()
+    assert key.owner == bob
+    assert AuditEvent.objects.get(action="key_created").actor == staff
+
+
+def test_staff_naming_an_unknown_user_gets_a_400(client, staff):
+    client.force_login(staff)
+    response = create(client, plan_name="10RequestPerDay", user="ghost@example.com")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "user" in response.json()
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/api/plan"),
+        ("post", "/api/create_key"),
+        ("get", "/api/keys/"),
+        ("get", "/api/keys/1/usage"),
+        ("post", "/api/keys/1/rotate"),
+        ("delete", "/api/keys/1/"),
+    ],
+)
+def test_anonymous_calls_get_a_json_403_not_a_redirect(client, method, path):
+    response = getattr(client, method)(path, HTTP_ACCEPT="application/json")
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert "detail" in response.json()
+
+
+def test_session_posts_need_a_csrf_token(alice):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = create(client, plan_name="10RequestPerDay")
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert ApiKey.objects.count() == 0
+
+
+def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, make_key):
+    key, secret = make_key(alice, plan10)
+    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=7)
+    listing = alice_client.get("/api/keys/").json()
+    assert listing == [
+        {
+            "id": key.pk,
+            "name": alice.email,
+            "prefix": key.prefix,
+            "plan": "10RequestPerDay",
+            "status": "active",
+            "created": listing[0]["created"],
+            "last_used": None,
+            "used_today": 7,
+            "remaining_today": 3,
+            "resets_at": listing[0]["resets_at"],
+        }
+    ]
+    assert secret not in str(listing)
+
+
+def test_revoke_answers_204_and_frees_the_plan(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    response = alice_client.delete(f"/api/keys/{key.pk}/")
+    assert response.status_code == HTTPStatus.NO_CONTENT
+    key.refresh_from_db()
+    assert key.status == "revoked" and key.revoked_at is not None
+    assert create(alice_client, plan_name="10RequestPerDay").status_code == HTTPStatus.OK
+
+
+def test_rotate_gives_a_new_secret_and_the_old_one_stops_working(alice_client, alice, plan10, make_key):
+    from keys.services import api_key_authenticate
+
+    key, old = make_key(alice, plan10)
+    response = alice_client.post(f"/api/keys/{key.pk}/rotate")
+    assert response.status_code == HTTPStatus.OK
+    new = response.json()["value"]
+    assert new != old
+    assert api_key_authenticate(old) is None
+    assert api_key_authenticate(new).pk == key.pk
+    assert ApiKey.objects.count() == 1
+
+
+def test_a_revoked_key_cannot_be_rotated(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    alice_client.delete(f"/api/keys/{key.pk}/")
+    assert alice_client.post(f"/api/keys/{key.pk}/rotate").status_code == HTTPStatus.CONFLICT
+
+
+def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    key, _ = make_key(alice, plan10)
+    today = timezone.now().date()
+    Usage.objects.create(key=key, window_start=today, requests=4)
+    Usage.objects.create(key=key, window_start=today - timedelta(days=2), requests=9)
+    days = alice_client.get(f"/api/keys/{key.pk}/usage?days=3").json()
+    assert days == [
+        {"day": str(today - timedelta(days=2)), "requests": 9},
+        {"day": str(today - timedelta(days=1)), "requests": 0},
+        {"day": str(today), "requests": 4},
+    ]
+    assert len(alice_client.get(f"/api/keys/{key.pk}/usage").json()) == 30
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "abc", "100000"])
+def test_usage_refuses_bad_day_counts(alice_client, alice, plan10, make_key, days):
+    key, _ = make_key(alice, plan10)
+    assert alice_client.get(f"/api/keys/{key.pk}/usage?days={days}").status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_key_creation_is_rate_limited_per_user(alice_client, settings):
+    settings.KEY_CHURN_RATE = "2/h"
+    assert create(alice_client, plan_name="10RequestPerDay").status_code == HTTPStatus.OK
+    assert create(alice_client, plan_name="20RequestPerDay").status_code == HTTPStatus.OK
+    response = create(alice_client, plan_name="30RequestPerDay")
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert ApiKey.objects.count() == 2
+
+
+def test_the_schema_describes_the_key_api(alice_client):
+    response = alice_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == HTTPStatus.OK
+    paths = response.json()["paths"]
+    for path in ["/api/plan", "/api/create_key", "/api/keys/", "/api/keys/{key_id}/rotate", "/api/keys/{key_id}/usage"]:
+        assert path in paths
+
+
+def test_the_browsable_api_renders(alice_client):
+    response = alice_client.get("/api/keys/", HTTP_ACCEPT="text/html")
+    assert response.status_code == HTTPStatus.OK
+    assert b"<html" in response.content
