@@ -174,12 +174,11 @@ async def query(request: HttpRequest) -> HttpResponse:
     if isinstance(result, HttpResponse):
         return result
     key, admission = result.key, result.admission
-    try:
+    conversation, messages = None, [{"role": "user", "content": text}]
+    if conversation_id:
+        # Only a named conversation is kept; without `uuid` each request stands alone.
         conversation = await sync_to_async(conversations.query_conversation)(key=key, external_id=conversation_id)
         messages = await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
-    except Exception:
-        await sync_to_async(release_request)(key, admission)
-        raise
     stream = get_upstream().stream({"messages": messages})
     try:
         first = await first_chunk(stream)
@@ -188,7 +187,8 @@ async def query(request: HttpRequest) -> HttpResponse:
         return QueryStyle.bad_gateway()
 
     async def on_done(answer: str, complete: bool) -> None:
-        await sync_to_async(conversations.turn_finish)(conversation=conversation, text=answer, complete=complete)
+        if conversation is not None:
+            await sync_to_async(conversations.turn_finish)(conversation=conversation, text=answer, complete=complete)
 
     return StreamingHttpResponse(
         relay_text(first, stream, on_done=on_done),

@@ -160,7 +160,7 @@ def completion_object(model: str, text: str, *, prompt_words: int = 0) -> dict[s
 
 def get_upstream() -> Upstream:
     if not settings.LLM_BASE_URL:
-        return DemoModel(model=settings.LLM_MODEL)
+        return DemoModel(model=settings.LLM_MODEL, pause=settings.DEMO_MODEL_PAUSE)
     return OpenAICompatible(
         base_url=settings.LLM_BASE_URL,
         api_key=settings.LLM_API_KEY,

@@ -147,7 +147,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not memory, so that uvicorn servers started by the tests share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         # Async views run their queries in short-lived threads; a pool keeps connections warm.
@@ -308,6 +308,8 @@ LLM_API_KEY = env("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", "demo")
 LLM_CONNECT_TIMEOUT = envfloat("LLM_CONNECT_TIMEOUT", 5.0)
 LLM_READ_TIMEOUT = envfloat("LLM_READ_TIMEOUT", 60.0)
+# Seconds between the demo model's words, so streaming can be seen.
+DEMO_MODEL_PAUSE = envfloat("DEMO_MODEL_PAUSE", 0.04)
 # Key creation and rotation per user, django-ratelimit syntax.
 KEY_CHURN_RATE = env("KEY_CHURN_RATE", "10/h")
 

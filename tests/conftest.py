@@ -49,9 +49,18 @@ def alice_client(client, alice):
     return client
 
 
+SEED = [("10RequestPerDay", 10), ("20RequestPerDay", 20), ("30RequestPerDay", 30)]
+
+
 @pytest.fixture
-def plan10(db):
-    return Plan.objects.get(name="10RequestPerDay")
+def seed_plans(db):
+    """The plans the data migration makes (transactional tests flush them away, so remake them)."""
+    return [Plan.objects.get_or_create(name=name, defaults={"quota": quota})[0] for name, quota in SEED]
+
+
+@pytest.fixture
+def plan10(seed_plans):
+    return seed_plans[0]
 
 
 @pytest.fixture

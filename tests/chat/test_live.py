@@ -1,0 +1,131 @@
+"""Against Tollgate under uvicorn in its own processes, as clients see it."""
+
+import threading
+import time
+from http import HTTPStatus
+
+import httpx
+import pytest
+
+from keys.models import Usage
+from tests.servers import tollgate_server
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def key_and_secret(alice, plan10, make_key):
+    return make_key(alice, plan10)
+
+
+def test_query_streams_chunks_as_the_model_produces_them(live, standin, key_and_secret):
+    _, secret = key_and_secret
+    standin.gap = 0.3
+    arrivals, parts = [], []
+    with httpx.stream("GET", f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}) as response:
+        assert response.status_code == HTTPStatus.OK
+        assert response.headers["x-ratelimit-remaining-requests"] == "9"
+        for text in response.iter_text():
+            arrivals.append(time.monotonic())
+            parts.append(text)
+    assert "".join(parts) == standin.text
+    assert len(arrivals) >= 3
+    # The first chunk arrived long before the model sent its last one.
+    assert arrivals[0] < standin.sent_at[-1] - 0.5
+
+
+def test_v1_streams_chunks_as_the_model_produces_them(live, standin, key_and_secret):
+    _, secret = key_and_secret
+    standin.gap = 0.3
+    arrivals = []
+    payload = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream(
+        "POST", f"{live}/v1/chat/completions", json=payload, headers={"Authorization": f"Bearer {secret}"}
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.monotonic())
+    assert arrivals[0] < standin.sent_at[-1] - 0.5
+
+
+def test_a_stream_dropped_mid_way_closes_early_and_counts(live, standin, key_and_secret):
+    key, secret = key_and_secret
+    standin.mode = "drop"
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("GET", f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}) as r:
+            for chunk in r.iter_bytes():
+                received += chunk
+    assert received == b"Hello"
+    assert Usage.objects.get(key=key).requests == 1
+
+
+def test_an_upstream_down_is_502_and_nothing_counted(live, standin, key_and_secret):
+    key, secret = key_and_secret
+    standin.mode = "error"
+    response = httpx.get(f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret})
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
+    assert not Usage.objects.filter(key=key, requests__gt=0).exists()
+
+
+def test_a_stalled_upstream_gives_the_client_an_answer_not_a_hang(live, standin, key_and_secret):
+    _, secret = key_and_secret
+    standin.mode, standin.stall = "stall", 5  # the live server's read timeout is 2 s
+    started = time.monotonic()
+    response = httpx.get(f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}, timeout=10)
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
+    assert time.monotonic() - started < 4.5
+    # ...and the worker kept serving others meanwhile.
+    assert httpx.get(f"{live}/healthz").status_code == HTTPStatus.OK
+
+
+def fire(url: str, headers: dict, count: int) -> list[int]:
+    barrier = threading.Barrier(count)
+    statuses: list[int] = []
+
+    def one():
+        with httpx.Client(timeout=60) as client:
+            barrier.wait()
+            statuses.append(client.get(url, params={"message": "hi"}, headers=headers).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def two_workers(django_db_setup, standin):
+    with tollgate_server(workers=2, env={"LLM_BASE_URL": standin.url + "/v1"}) as base:
+        yield base
+
+
+def test_the_quota_is_exact_with_100_racing_requests_across_two_workers(two_workers, standin, key_and_secret):
+    key, secret = key_and_secret  # a fresh key: the first request of the day races to make the row
+    standin.reset()
+    statuses = fire(f"{two_workers}/query", {"x-api-key": secret}, 100)
+    assert statuses.count(HTTPStatus.OK) == 10
+    assert statuses.count(HTTPStatus.TOO_MANY_REQUESTS) == 90
+    assert standin.calls == 10
+    assert Usage.objects.get(key=key).requests == 10
+
+
+def test_the_quota_store_down_is_503_with_no_upstream_call(django_db_setup, standin, key_and_secret, tmp_path):
+    _, secret = key_and_secret
+    standin.reset()
+    broken = {"LLM_BASE_URL": standin.url + "/v1", "DATABASE_URL": f"sqlite:///{tmp_path}/missing/dir/db.sqlite3"}
+    with tollgate_server(env=broken) as base:
+        query = httpx.get(f"{base}/query", params={"message": "hi"}, headers={"x-api-key": secret})
+        v1 = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        health = httpx.get(f"{base}/healthz")
+    assert query.status_code == v1.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert query.headers["Retry-After"]
+    assert health.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert health.json()["failing"] == ["database"]
+    assert standin.calls == 0

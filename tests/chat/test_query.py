@@ -1,0 +1,151 @@
+from http import HTTPStatus
+
+import pytest
+
+from keys.models import AuditEvent, Usage
+from keys.services import api_key_revoke
+from tests.chat.conftest import fetch
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def secret(alice, plan10, make_key):
+    return make_key(alice, plan10)[1]
+
+
+def used(key_owner) -> int:
+    return sum(Usage.objects.filter(key__owner=key_owner).values_list("requests", flat=True))
+
+
+def test_it_streams_the_demo_answer_quoting_the_message(spend, secret):
+    response = spend(secret, "What is a tollgate?")
+    assert response.status_code == HTTPStatus.OK
+    assert response["Content-Type"].startswith("text/event-stream")
+    text = response.text
+    assert "What is a tollgate?" in text
+    assert "LLM_BASE_URL" in text
+
+
+def test_ten_answers_then_limit_exceeded(spend, secret, alice):
+    for i in range(10):
+        response = spend(secret)
+        assert response.status_code == HTTPStatus.OK
+        assert response["x-ratelimit-limit-requests"] == "10"
+        assert response["x-ratelimit-remaining-requests"] == str(9 - i)
+    response = spend(secret)
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert response.json() == {"message": "Limit Exceeded"}
+    assert response["x-ratelimit-remaining-requests"] == "0"
+    assert response["x-should-retry"] == "false"
+    assert int(response["Retry-After"]) > 0
+    assert response["x-ratelimit-reset-requests"].endswith("s")
+    assert used(alice) == 10
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [None, "", "tg_" + "a" * 38, "nonsense", "x" * 10_000, ("tg_ключ" + "a" * 35).encode().decode("latin-1")],
+)
+def test_missing_or_bad_keys_are_forbidden(spend, secret, alice, presented):
+    response = spend(presented)
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert response.json() == {"message": "Forbidden"}
+    assert used(alice) == 0
+
+
+def test_a_wrong_checksum_is_forbidden(spend, secret, alice):
+    wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    assert spend(wrong).status_code == HTTPStatus.FORBIDDEN
+
+
+@pytest.mark.parametrize("param", ["api_key", "x-api-key", "key"])
+def test_a_key_in_the_query_string_is_refused(spend, secret, alice, param):
+    assert spend(None, **{param: secret}).status_code == HTTPStatus.FORBIDDEN
+    # Even alongside a good header: keys in URLs leak into logs.
+    assert spend(secret, **{param: secret}).status_code == HTTPStatus.FORBIDDEN
+    assert used(alice) == 0
+
+
+def test_a_revoked_key_is_refused_on_its_next_request(spend, secret, alice):
+    assert spend(secret).status_code == HTTPStatus.OK
+    key = alice.api_keys.get()
+    api_key_revoke(key=key, actor=alice)
+    assert spend(secret).status_code == HTTPStatus.FORBIDDEN
+
+
+def test_an_expired_key_is_refused(spend, secret, alice):
+    from django.utils import timezone
+
+    alice.api_keys.update(expires_at=timezone.now())
+    assert spend(secret).status_code == HTTPStatus.FORBIDDEN
+
+
+@pytest.mark.parametrize("params", [{}, {"message": ""}, {"message": "   "}, {"message": "x" * 40_000}])
+def test_a_missing_or_oversized_message_is_a_400_and_not_counted(secret, alice, params):
+    response = fetch("get", "/query", data=params, headers={"x-api-key": secret})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "message" in response.json()["message"].lower()
+    assert used(alice) == 0
+
+
+def test_only_get_is_allowed(secret):
+    response = fetch("post", "/query?message=hi", headers={"x-api-key": secret})
+    assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+
+
+def test_a_conversation_keeps_its_earlier_turns(spend, secret):
+    spend(secret, "first", uuid="conv-1")
+    second = spend(secret, "second", uuid="conv-1").text
+    assert "turn 2" in second
+    other = spend(secret, "elsewhere", uuid="conv-2").text
+    assert "turn" not in other.split("”")[1][:20]
+
+
+def test_conversation_turns_are_sent_upstream(spend, secret, upstream):
+    spend(secret, "first", uuid="c")
+    spend(secret, "second", uuid="c")
+    messages = upstream.bodies[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "first" and messages[1]["content"] == upstream.text
+    assert messages[2]["content"] == "second"
+
+
+def test_failed_authentications_are_audited_with_a_masked_key(spend, secret):
+    wrong = secret[:-6] + "000000"
+    spend(wrong)
+    event = AuditEvent.objects.get(action="auth_failed")
+    assert event.ip == "127.0.0.1"
+    assert event.masked_key.startswith(wrong[:9]) and wrong not in event.masked_key
+
+
+def test_the_model_api_sets_no_cookies(spend, secret):
+    response = spend(secret)
+    assert not response.cookies
+
+
+def test_it_answers_404_in_aws_mode(spend, secret, settings):
+    settings.KEYS_BACKEND = "aws"
+    assert spend(secret).status_code == HTTPStatus.NOT_FOUND
+
+
+def test_upstream_failure_is_a_502_and_gives_the_request_back(spend, secret, alice, upstream):
+    upstream.mode = "error"
+    response = spend(secret)
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
+    assert "message" in response.json()
+    assert used(alice) == 0
+    assert upstream.calls == 1
+
+
+def test_a_refused_connection_is_a_502_and_gives_the_request_back(spend, secret, alice, settings):
+    from tests.servers import free_port
+
+    settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    assert spend(secret).status_code == HTTPStatus.BAD_GATEWAY
+    assert used(alice) == 0
+
+
+def test_the_relay_delivers_exactly_what_the_upstream_sent(spend, secret, upstream):
+    upstream.chunks = ["Ünïcode ", "and ", "emoji 🎉 ", "split", " words."]
+    assert spend(secret).text == "".join(upstream.chunks)

@@ -1,0 +1,165 @@
+import json
+from http import HTTPStatus
+
+import pytest
+
+from keys.models import Usage
+from tests.chat.conftest import fetch
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def secret(alice, plan10, make_key):
+    return make_key(alice, plan10)[1]
+
+
+def complete(secret: str | None, payload, *, bearer: bool = True, raw: bytes | None = None):
+    headers = {}
+    if secret is not None:
+        headers = {"Authorization": f"Bearer {secret}"} if bearer else {"x-api-key": secret}
+    data = raw if raw is not None else json.dumps(payload)
+    return fetch("post", "/v1/chat/completions", data=data, content_type="application/json", headers=headers)
+
+
+HELLO = {"model": "demo", "messages": [{"role": "user", "content": "Hello there"}]}
+
+
+def used() -> int:
+    return sum(Usage.objects.values_list("requests", flat=True))
+
+
+def test_a_completion(secret):
+    response = complete(secret, HELLO)
+    assert response.status_code == HTTPStatus.OK
+    answer = response.json()
+    assert answer["object"] == "chat.completion"
+    assert "Hello there" in answer["choices"][0]["message"]["content"]
+    assert response["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_the_key_may_come_as_x_api_key(secret):
+    assert complete(secret, HELLO, bearer=False).status_code == HTTPStatus.OK
+
+
+def test_a_streamed_completion_is_sse_ending_in_done(secret):
+    response = complete(secret, {**HELLO, "stream": True})
+    assert response.status_code == HTTPStatus.OK
+    assert response["Content-Type"].startswith("text/event-stream")
+    assert response["x-ratelimit-limit-requests"] == "10"
+    events = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert "Hello there" in text
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_models_lists_the_configured_model(secret, settings):
+    settings.LLM_MODEL = "my-model"
+    response = fetch("get", "/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    assert response.json()["data"][0]["id"] == "my-model"
+    assert used() == 0
+
+
+@pytest.mark.parametrize("presented", [None, "", "sk-nope", "tg_" + "0" * 38])
+def test_bad_keys_get_openai_style_401(presented):
+    response = complete(presented, HELLO)
+    assert response.status_code == HTTPStatus.UNAUTHORIZED
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key"
+
+
+def test_the_quota_answers_openai_style_429(secret):
+    for _ in range(10):
+        assert complete(secret, HELLO).status_code == HTTPStatus.OK
+    response = complete(secret, HELLO)
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    error = response.json()["error"]
+    assert error["type"] == "requests" and error["code"] == "rate_limit_exceeded"
+    assert error["message"].startswith("Limit Exceeded")
+    assert response["x-should-retry"] == "false"
+    assert int(response["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"[]",
+        b'"text"',
+        b"{}",
+        b'{"messages": []}',
+        b'{"messages": "hi"}',
+        b'{"messages": [{"role": "wizard", "content": "hi"}]}',
+        b'{"messages": [{"role": "user", "content": 42}]}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+        b'{"messages": [{"role": "user", "content": "hi"}], "model": 7}',
+        b"\xff\xfe\x00",
+    ],
+)
+def test_invalid_bodies_are_400_and_not_counted(secret, raw):
+    response = complete(secret, None, raw=raw)
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert used() == 0
+
+
+def test_an_oversized_body_is_413_and_not_counted(secret):
+    huge = {"messages": [{"role": "user", "content": "x" * 1_100_000}]}
+    response = complete(secret, huge)
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert used() == 0
+
+
+def test_an_oversized_message_is_400(secret):
+    response = complete(secret, {"messages": [{"role": "user", "content": "x" * 40_000}]})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert used() == 0
+
+
+def test_text_parts_are_accepted(secret):
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "in parts"}]}]}
+    assert "in parts" in complete(secret, parts).json()["choices"][0]["message"]["content"]
+
+
+def test_sampling_parameters_reach_the_upstream(secret, upstream):
+    complete(secret, {**HELLO, "temperature": 0.2, "max_tokens": 5, "stream": True})
+    sent = upstream.bodies[-1]
+    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 5 and sent["stream"] is True
+
+
+def test_upstream_500_is_502_and_given_back(secret, upstream):
+    upstream.mode = "error"
+    for stream in (False, True):
+        response = complete(secret, {**HELLO, "stream": stream})
+        assert response.status_code == HTTPStatus.BAD_GATEWAY
+        assert response.json()["error"]["code"] == "upstream_error"
+    assert used() == 0
+
+
+def test_a_stream_broken_mid_way_ends_with_an_error_event_and_counts(secret, upstream):
+    upstream.mode = "drop"
+    response = complete(secret, {**HELLO, "stream": True})
+    assert response.status_code == HTTPStatus.OK
+    events = [line[6:] for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello"
+    assert "error" in json.loads(events[-1])
+    assert "[DONE]" not in events
+    assert used() == 1
+
+
+def test_a_stalled_upstream_times_out_as_502(secret, upstream, settings):
+    settings.LLM_READ_TIMEOUT = 0.5
+    upstream.mode, upstream.stall = "stall", 3
+    response = complete(secret, {**HELLO, "stream": True})
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
+    assert used() == 0
+
+
+def test_it_answers_404_in_aws_mode(secret, settings):
+    settings.KEYS_BACKEND = "aws"
+    assert complete(secret, HELLO).status_code == HTTPStatus.NOT_FOUND
+    assert fetch("get", "/v1/models").status_code == HTTPStatus.NOT_FOUND

@@ -1,0 +1,174 @@
+"""Real servers on loopback for the tests: Tollgate under uvicorn, and a stand-in upstream model."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def test_database_url() -> str:
+    """The URL of the database the tests run on, for servers in other processes."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    user, host, port = settings["USER"], settings["HOST"] or "127.0.0.1", settings["PORT"] or 5432
+    password = f":{settings['PASSWORD']}" if settings["PASSWORD"] else ""
+    return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
+
+
+@contextmanager
+def tollgate_server(*, workers: int = 1, env: dict | None = None):
+    """Tollgate under uvicorn in its own process(es), on the test database. Yields the base URL."""
+    port = free_port()
+    full_env = {**os.environ, "DATABASE_URL": test_database_url(), **(env or {})}
+    command = [
+        sys.executable, "-m", "uvicorn", "portal.asgi:application",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=full_env)
+    try:
+        wait_for_port(port, process=process)
+        base = f"http://127.0.0.1:{port}"
+        # Each worker imports Django on its first request; make sure they are all up.
+        for _ in range(workers * 4):
+            httpx.get(f"{base}/healthz", timeout=30)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ThreadedServer:
+    """A uvicorn server for an in-process ASGI app, in a background thread."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ThreadedServer":
+        self.thread.start()
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class StandinUpstream:
+    """An OpenAI-compatible model on a real socket, whose behaviour each test sets.
+
+    mode: "ok" streams `chunks` with `gap` seconds between them; "error" answers 500;
+    "drop" sends the first chunk and then cuts the connection; "stall" waits `stall` seconds.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.mode = "ok"
+        self.chunks = ["Hello", " from", " the", " stand-in", " model."]
+        self.gap = 0.0
+        self.stall = 30.0
+        self.calls = 0
+        self.bodies: list[dict] = []
+        self.sent_at: list[float] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.calls += 1
+        body = json.loads(raw or b"{}")
+        self.bodies.append(body)
+        if self.mode == "error":
+            await self._json(send, 500, {"error": {"message": "boom"}})
+            return
+        if self.mode == "stall":
+            await asyncio.sleep(self.stall)
+        if not body.get("stream"):
+            answer = {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model"),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}
+                ],
+            }
+            await self._json(send, 200, answer)
+            return
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i, chunk in enumerate(self.chunks):
+            if i and self.gap:
+                await asyncio.sleep(self.gap)
+            if self.mode == "drop" and i == 1:
+                raise ConnectionResetError("stand-in drops the connection")
+            event = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": chunk}}],
+            }
+            self.sent_at.append(time.monotonic())
+            await send(
+                {"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True}
+            )
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    @staticmethod
+    async def _json(send, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
