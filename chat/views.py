@@ -7,6 +7,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from chat import services as conversations
@@ -97,6 +98,8 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     if conversation is None:
         return problem(HTTPStatus.NOT_FOUND, "No such conversation.")
     if settings.KEYS_BACKEND == "aws":
+        if not key.is_usable(timezone.now()):
+            return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
         return await _via_gateway(key, conversation, text)
     try:
         result = await sync_to_async(request_admit)(request=request, key=key)

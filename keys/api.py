@@ -52,7 +52,11 @@ def owned_key(request: Request, key_id: int) -> ApiKey:
 
 
 def with_window(key: ApiKey) -> ApiKey:
-    key.window = services.api_key_window_usage(key=key)
+    try:
+        key.window = services.api_key_window_usage(key=key)
+    except BackendUnavailable:
+        # The key list stays usable when usage figures are not; they show as null.
+        key.window = None
     return key
 
 
@@ -99,21 +103,13 @@ class KeyListApi(APIView):
     @extend_schema(responses=KeySerializer(many=True))
     def get(self, request: Request) -> Response:
         keys = ApiKey.objects.filter(owner=request.user).select_related("plan")
-        try:
-            data = KeySerializer([with_window(key) for key in keys], many=True).data
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
-        return Response(data)
+        return Response(KeySerializer([with_window(key) for key in keys], many=True).data)
 
 
 class KeyDetailApi(APIView):
     @extend_schema(responses=KeySerializer)
     def get(self, request: Request, key_id: int) -> Response:
-        key = owned_key(request, key_id)
-        try:
-            return Response(KeySerializer(with_window(key)).data)
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
+        return Response(KeySerializer(with_window(owned_key(request, key_id))).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, key_id: int) -> Response:

@@ -34,9 +34,10 @@ class MessageSerializer(serializers.Serializer):
 
 class KeySerializer(serializers.ModelSerializer):
     plan = serializers.CharField(source="plan.name")
-    used_today = serializers.IntegerField(source="window.used")
-    remaining_today = serializers.IntegerField(source="window.remaining")
-    resets_at = serializers.DateTimeField(source="window.resets_at")
+    # null when the backend cannot say (API Gateway's usage is briefly unavailable).
+    used_today = serializers.IntegerField(source="window.used", allow_null=True)
+    remaining_today = serializers.IntegerField(source="window.remaining", allow_null=True)
+    resets_at = serializers.DateTimeField(source="window.resets_at", allow_null=True)
 
     class Meta:
         model = ApiKey

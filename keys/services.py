@@ -14,7 +14,7 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import tokens
 from keys.backends import KeyBackend, get_backend
-from keys.errors import KeyAlreadyExists, KeyCreateFailed
+from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
 from keys.models import ApiKey, AuditEvent, Plan
 from keys.quota import Admission, QuotaStoreUnavailable, admit_request, used_in_window
 
@@ -63,10 +63,14 @@ def api_key_rotate(*, key: ApiKey, actor: AbstractBaseUser, backend: KeyBackend 
     backend = backend or get_backend()
     if backend.name == "aws":
         issued = backend.issue(user=key.owner, plan=key.plan, check_existing=False)
-        old = ApiKey(pk=key.pk, plan=key.plan, backend_key_id=key.backend_key_id)
+        try:
+            # Before the row moves on: if AWS keeps the old key working, nothing has changed.
+            backend.revoke(key=key)
+        except BackendUnavailable:
+            backend.withdraw(issued)
+            raise
     else:
         issued = backend.issue(user=key.owner, plan=key.plan)
-        old = None
     try:
         with transaction.atomic():
             key.prefix, key.digest, key.backend_key_id = issued.prefix, issued.digest, issued.backend_key_id
@@ -75,8 +79,6 @@ def api_key_rotate(*, key: ApiKey, actor: AbstractBaseUser, backend: KeyBackend 
     except DatabaseError as exc:
         backend.withdraw(issued)
         raise KeyCreateFailed(str(exc)) from exc
-    if old is not None:
-        backend.revoke(key=old)
     return issued.value
 
 

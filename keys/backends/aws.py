@@ -88,8 +88,12 @@ class AwsBackend:
     def issue(self, *, user: AbstractBaseUser, plan: Plan, check_existing: bool = True) -> IssuedSecret:
         name = user.email
         try:
-            if check_existing and self._key_on_plan(plan, name):
-                raise KeyAlreadyExists(name)
+            exists = check_existing and self._key_on_plan(plan, name)
+        except AWS_ERRORS as exc:
+            raise BackendUnavailable(f"get_usage_plan_keys: {exc}") from exc
+        if exists:
+            raise KeyAlreadyExists(name)
+        try:
             # https://docs.aws.amazon.com/apigateway/latest/api/API_CreateApiKey.html
             created = self.client.create_api_key(
                 name=name, enabled=True, description=f"Tollgate key for {name} on {plan.name}"
@@ -122,6 +126,7 @@ class AwsBackend:
 
     def _delete_key(self, key_id: str) -> None:
         try:
+            # https://docs.aws.amazon.com/apigateway/latest/api/API_DeleteApiKey.html
             self.client.delete_api_key(apiKey=key_id)
         except AWS_ERRORS:
             # Logged with the id only; an operator can remove the key by hand.
@@ -136,7 +141,12 @@ class AwsBackend:
                 startDate=start.isoformat(),
                 endDate=end.isoformat(),
             )
-        except AWS_ERRORS as exc:
+        except ClientError as exc:
+            # A revoked key is deleted from API Gateway, which then answers NotFound: no usage, not an outage.
+            if exc.response.get("Error", {}).get("Code") == "NotFoundException":
+                return {}
+            raise BackendUnavailable(f"get_usage: {exc}") from exc
+        except BotoCoreError as exc:
             raise BackendUnavailable(f"get_usage: {exc}") from exc
         first = date.fromisoformat(answer.get("startDate", start.isoformat()))
         days = (answer.get("items") or {}).get(key.backend_key_id, [])
@@ -177,7 +187,7 @@ class GatewaySetup:
             raise BackendUnavailable(str(exc)) from exc
 
     def _check_stage(self) -> None:
-        # Usage plans accept any stage name; fail early instead of attaching plans to nothing.
+        # A mistyped API id or stage fails here, with AWS's own message, before anything is made.
         # https://docs.aws.amazon.com/apigateway/latest/api/API_GetStage.html
         self.client.get_stage(restApiId=self.rest_api_id, stageName=self.stage)
 
