@@ -154,6 +154,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "pool": {"min_size": 2, "max_size": envint("DATABASE_POOL_SIZE", 20), "timeout": 5},
         "connect_timeout": 3,
     }
+    # One test database per test run, so runs side by side do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1_000_000
 
@@ -318,5 +320,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "INFO" if DEBUG else "WARNING"},
-    "loggers": {"tollgate": {"level": "INFO"}},
+    "loggers": {
+        "tollgate": {"level": "INFO"},
+        # 4xx answers (403, 429) are the product working, not warnings.
+        "django.request": {"level": "ERROR"},
+    },
 }

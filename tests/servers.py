@@ -36,7 +36,7 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def test_database_url() -> str:
+def database_url_for_servers() -> str:
     """The URL of the database the tests run on, for servers in other processes."""
     settings = connection.settings_dict
     if connection.vendor == "sqlite":
@@ -50,7 +50,7 @@ def test_database_url() -> str:
 def tollgate_server(*, workers: int = 1, env: dict | None = None):
     """Tollgate under uvicorn in its own process(es), on the test database. Yields the base URL."""
     port = free_port()
-    full_env = {**os.environ, "DATABASE_URL": test_database_url(), **(env or {})}
+    full_env = {**os.environ, "DATABASE_URL": database_url_for_servers(), **(env or {})}
     command = [
         sys.executable, "-m", "uvicorn", "portal.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
@@ -172,3 +172,85 @@ class StandinUpstream:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose link can be cut and restored, to stop a service mid-load
+    (PostgreSQL, Redis) without stopping the real server others may be using."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.up = True
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+async def fire_async(url: str, *, headers: dict, count: int, params: dict | None = None) -> list[int]:
+    """`count` GET requests at once, each on its own connection; returns the status codes."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+
+        async def one() -> int:
+            try:
+                response = await client.get(url, params=params or {"message": "hi"}, headers=headers)
+                return response.status_code
+            except httpx.HTTPError:
+                return -1
+
+        return await asyncio.gather(*(one() for _ in range(count)))

@@ -1,0 +1,52 @@
+"""Issue: exactness at scale, revocation across workers. Two uvicorn workers, real sockets."""
+
+import asyncio
+from http import HTTPStatus
+
+import httpx
+import pytest
+
+from keys.models import Usage
+from keys.services import api_key_revoke, api_key_rotate
+from tests.servers import fire_async, tollgate_server
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def workers(django_db_setup, standin):
+    with tollgate_server(workers=2, env={"LLM_BASE_URL": standin.url + "/v1"}) as base:
+        yield base
+
+
+@pytest.mark.parametrize("already_used", [10, 0], ids=["30-left", "new-window-row-races"])
+def test_1000_racing_requests_admit_exactly_what_is_left(workers, standin, alice, make_plan, make_key, already_used):
+    key, secret = make_key(alice, make_plan(quota=30 + already_used))
+    if already_used:
+        from django.utils import timezone
+
+        Usage.objects.create(key=key, window_start=key.plan.window(timezone.now())[0], requests=already_used)
+    standin.reset()
+    statuses = asyncio.run(fire_async(f"{workers}/query", headers={"x-api-key": secret}, count=1000))
+    assert statuses.count(HTTPStatus.OK) == 30
+    assert statuses.count(HTTPStatus.TOO_MANY_REQUESTS) == 970
+    assert not [s for s in statuses if s >= 500 or s < 0]
+    assert standin.calls == 30
+    assert Usage.objects.get(key=key).requests == 30 + already_used
+
+
+def test_revocation_takes_effect_on_the_next_request_in_every_worker(workers, alice, plan10, make_key):
+    key, secret = make_key(alice, plan10)
+    with httpx.Client(base_url=workers) as client:
+        assert client.get("/query", params={"message": "hi"}, headers={"x-api-key": secret}).status_code == 200
+    api_key_revoke(key=key, actor=alice)
+    # Many fresh connections, so both workers answer some of them.
+    statuses = asyncio.run(fire_async(f"{workers}/query", headers={"x-api-key": secret}, count=40))
+    assert set(statuses) == {HTTPStatus.FORBIDDEN}
+
+
+def test_rotation_takes_effect_on_the_next_request_in_every_worker(workers, alice, make_plan, make_key):
+    key, old = make_key(alice, make_plan(quota=1000))
+    new = api_key_rotate(key=key, actor=alice)
+    assert set(asyncio.run(fire_async(f"{workers}/query", headers={"x-api-key": old}, count=40))) == {403}
+    assert set(asyncio.run(fire_async(f"{workers}/query", headers={"x-api-key": new}, count=40))) == {200}
