@@ -202,6 +202,7 @@ ACCOUNT_EMAIL_VERIFICATION = envchoice(
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_PREVENT_ENUMERATION = True
 ACCOUNT_SESSION_REMEMBER = None
+ACCOUNT_USER_DISPLAY = lambda user: user.email  # noqa: E731 - people know their email, not a username
 
 EMAIL_HOST = env("EMAIL_HOST")
 if EMAIL_HOST:
@@ -248,6 +249,20 @@ CONTENT_SECURITY_POLICY = {
 CORS_ALLOW_ALL_ORIGINS = True
 CORS_URLS_REGEX = r"^/(query|v1/.*)$"
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-api-key", "x-requested-with"]
+# The official openai JS SDK (with dangerouslyAllowBrowser) sends these on every request; a preflight
+# that refused them would make the SDK unusable from a web page.
+CORS_ALLOW_HEADERS += [
+    "openai-organization",
+    "openai-project",
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+]
 CORS_EXPOSE_HEADERS = [
     "retry-after",
     "x-ratelimit-limit-requests",

@@ -134,6 +134,31 @@
       });
   }
 
+  // --- sidebar --------------------------------------------------------------------------------
+  // A new conversation goes to the top of the list at once, titled as the server titles it.
+  function listConversation(id, text) {
+    var sidebar = document.querySelector(".chat-sidebar");
+    if (!sidebar) return;
+    var list = sidebar.querySelector(".conversation-list");
+    if (!list) {
+      var hint = sidebar.querySelector("p.muted");
+      if (hint) hint.remove();
+      list = document.createElement("ul");
+      list.className = "conversation-list";
+      sidebar.appendChild(list);
+    }
+    list.querySelectorAll("a[aria-current]").forEach(function (a) { a.removeAttribute("aria-current"); });
+    var title = text.split(/\s+/).join(" ").trim();
+    if (title.length > 60) title = title.slice(0, 59) + "…";
+    var item = document.createElement("li");
+    var link = document.createElement("a");
+    link.href = form.dataset.chatUrl + "c/" + id + "/";
+    link.textContent = title;
+    link.setAttribute("aria-current", "page");
+    item.appendChild(link);
+    list.insertBefore(item, list.firstChild);
+  }
+
   if (picker) picker.addEventListener("change", function () { showUsageFor(picker.value); });
 
   // --- sending --------------------------------------------------------------------------------
@@ -157,8 +182,10 @@
       if (!response.ok) {
         mine.remove();
         return response.json().catch(function () { return {}; }).then(function (body) {
-          if (response.status === 429) showLimit(body);
-          else if (response.status === 502) showError("The model did not answer. Your message was not counted — try again.");
+          if (response.status === 429) {
+            showLimit(body);
+            refreshUsage(keyId); // the quota may have been spent elsewhere: make the bar agree with the banner
+          } else if (response.status === 502) showError("The model did not answer. Your message was not counted — try again.");
           else if (response.status === 503) showError("Tollgate is briefly unavailable. Your message is still here — try again shortly.");
           else showError(body.message || "Something went wrong (" + response.status + ").");
         });
@@ -166,6 +193,7 @@
       textarea.value = "";
       var conversation = response.headers.get("X-Conversation-Id");
       if (conversation && conversation !== log.dataset.conversation) {
+        if (!log.dataset.conversation) listConversation(conversation, text);
         log.dataset.conversation = conversation;
         history.replaceState(null, "", form.dataset.chatUrl + "c/" + conversation + "/");
       }
