@@ -7,7 +7,6 @@ from collections.abc import Callable
 from functools import wraps
 from http import HTTPStatus
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
@@ -19,6 +18,7 @@ from chat import services as conversations
 from chat.relay import first_chunk, relay_openai_sse, relay_text
 from chat.upstream import UpstreamError, get_upstream
 from chat.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
+from keys.db import run_db
 from keys.quota import QuotaStoreUnavailable, release_request
 from keys.services import GateResult, Verdict, api_key_authenticate, request_admit
 
@@ -151,7 +151,7 @@ async def admit(request: HttpRequest, style, *, bearer: bool) -> GateResult | Ht
     if not presented:
         return style.forbidden()
     try:
-        result = await sync_to_async(request_admit)(request=request, presented=presented)
+        result = await run_db(request_admit, request=request, presented=presented)
     except QuotaStoreUnavailable:
         return style.unavailable()
     if result.verdict == Verdict.FORBIDDEN:
@@ -177,18 +177,18 @@ async def query(request: HttpRequest) -> HttpResponse:
     conversation, messages = None, [{"role": "user", "content": text}]
     if conversation_id:
         # Only a named conversation is kept; without `uuid` each request stands alone.
-        conversation = await sync_to_async(conversations.query_conversation)(key=key, external_id=conversation_id)
-        messages = await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
+        conversation = await run_db(conversations.query_conversation, key=key, external_id=conversation_id)
+        messages = await run_db(conversations.turn_begin, conversation=conversation, text=text)
     stream = get_upstream().stream({"messages": messages})
     try:
         first = await first_chunk(stream)
     except UpstreamError:
-        await sync_to_async(release_request)(key, admission)
+        await run_db(release_request, key, admission)
         return QueryStyle.bad_gateway()
 
     async def on_done(answer: str, complete: bool) -> None:
         if conversation is not None:
-            await sync_to_async(conversations.turn_finish)(conversation=conversation, text=answer, complete=complete)
+            await run_db(conversations.turn_finish, conversation=conversation, text=answer, complete=complete)
 
     return StreamingHttpResponse(
         relay_text(first, stream, on_done=on_done),
@@ -215,14 +215,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         try:
             answer = await upstream.complete(body)
         except UpstreamError:
-            await sync_to_async(release_request)(key, admission)
+            await run_db(release_request, key, admission)
             return OpenAIStyle.bad_gateway()
-        return JsonResponse(answer, headers=admission.headers())
+        return HttpResponse(answer, content_type="application/json", headers=admission.headers())
     stream = upstream.stream(body)
     try:
         first = await first_chunk(stream)
     except UpstreamError:
-        await sync_to_async(release_request)(key, admission)
+        await run_db(release_request, key, admission)
         return OpenAIStyle.bad_gateway()
     return StreamingHttpResponse(
         relay_openai_sse(first, stream, model=upstream.model),
@@ -235,7 +235,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 async def models(request: HttpRequest) -> HttpResponse:
     presented = presented_key(request, bearer=True)
     try:
-        key = await sync_to_async(api_key_authenticate)(presented) if presented else None
+        key = await run_db(api_key_authenticate, presented) if presented else None
     except DatabaseError:
         return OpenAIStyle.unavailable()
     if key is None:

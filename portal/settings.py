@@ -153,6 +153,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Async views run their queries in short-lived threads; a pool keeps connections warm.
         "pool": {"min_size": 2, "max_size": envint("DATABASE_POOL_SIZE", 20), "timeout": 5},
         "connect_timeout": 3,
+        # Server-side binding lets psycopg prepare the hot statements (key lookup, admission)
+        # once per connection instead of PostgreSQL planning them on every request.
+        "server_side_binding": True,
     }
     # One test database per test run, so runs side by side do not collide.
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}

@@ -4,6 +4,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
+from chat.upstream import close_clients
 from tests.servers import StandinUpstream, ThreadedServer, tollgate_server
 
 
@@ -72,6 +73,7 @@ def fetch(method: str, path: str, *, user=None, **kwargs) -> Fetched:
             content = b"".join([part async for part in response.streaming_content])
         else:
             content = response.content
+        await close_clients()  # this event loop ends here
         return Fetched(response, content)
 
     return async_to_sync(go)()

@@ -52,10 +52,10 @@ def test_a_stream_dropped_mid_way_closes_early_and_counts(live, standin, key_and
     key, secret = key_and_secret
     standin.mode = "drop"
     received = b""
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("GET", f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}) as r:
-            for chunk in r.iter_bytes():
-                received += chunk
+    request = {"params": {"message": "hi"}, "headers": {"x-api-key": secret}}
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", f"{live}/query", **request) as r:
+        for chunk in r.iter_bytes():
+            received += chunk
     assert received == b"Hello"
     assert Usage.objects.get(key=key).requests == 1
 
