@@ -53,10 +53,8 @@ class ModelApiHandler(ASGIHandler):
 
         async def respond():
             response = await self.run_get_response(request)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away meanwhile
                 await self.send_response(response, send)
-            except asyncio.CancelledError:
-                pass  # the client went away while the answer was being sent
             return response
 
         # As Django does: a client that disconnects cancels its request (and its stream).
