@@ -39,6 +39,9 @@ def parse_query(params) -> tuple[str, str]:
     conversation = params.get("uuid", "")
     if len(conversation) > MAX_CONVERSATION_ID:
         raise InvalidRequest(f"uuid too long ({MAX_CONVERSATION_ID} characters at most).")
+    if "\x00" in message or "\x00" in conversation:
+        # Conversations are stored, and databases refuse NUL characters in text.
+        raise InvalidRequest("message and uuid cannot contain NUL characters.")
     return conversation, message
 
 

@@ -68,6 +68,8 @@ def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
         return problem(HTTPStatus.BAD_REQUEST, "Type a message first.")
     if len(text) > MAX_MESSAGE_CHARS:
         return problem(HTTPStatus.BAD_REQUEST, f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).")
+    if "\x00" in text:
+        return problem(HTTPStatus.BAD_REQUEST, "That message contains a NUL character.")
     return key_id, text, conversation_id
 
 

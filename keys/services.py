@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
@@ -15,7 +15,14 @@ from keys import tokens
 from keys.backends import KeyBackend, get_backend
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
 from keys.models import ApiKey, AuditEvent, Plan
-from keys.quota import Admission, QuotaStoreUnavailable, admit_request, used_in_window
+from keys.quota import (
+    Admission,
+    QuotaStoreUnavailable,
+    admit_request,
+    lookup_key,
+    lookup_key_and_admit,
+    used_in_window,
+)
 
 log = logging.getLogger("tollgate.keys")
 
@@ -137,16 +144,6 @@ def api_key_window_usage(*, key: ApiKey, backend: KeyBackend | None = None) -> W
     return WindowUsage(used=used, limit=key.plan.quota, resets_at=resets_at)
 
 
-# The hot path's one lookup: usable keys only, with their plan, and whether `last_used` is
-# older than a minute (decided by the database, so no datetime parsing here).
-KEY_LOOKUP_SQL = (
-    "SELECT k.id, k.owner_id, k.prefix, k.created, p.id, p.name, p.quota, p.period, p.rate_limit, p.burst_limit, "
-    "(k.last_used IS NULL OR k.last_used < %s) "
-    "FROM keys_apikey k JOIN keys_plan p ON p.id = k.plan_id "
-    "WHERE k.digest = %s AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %s)"
-)
-
-
 def api_key_authenticate(presented: str, *, now: datetime | None = None) -> ApiKey | None:
     """The usable key whose secret this is, or None. Malformed keys never reach the database.
 
@@ -154,18 +151,7 @@ def api_key_authenticate(presented: str, *, now: datetime | None = None) -> ApiK
     """
     if not tokens.is_well_formed(presented):
         return None
-    now = now or _now()
-    moment = connection.ops.adapt_datetimefield_value
-    with connection.cursor() as cursor:
-        cursor.execute(KEY_LOOKUP_SQL, [moment(now - timedelta(minutes=1)), tokens.digest(presented), moment(now)])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    key_id, owner_id, prefix, created, plan_id, name, quota, period, rate_limit, burst_limit, stale = row
-    plan = Plan(id=plan_id, name=name, quota=quota, period=period, rate_limit=rate_limit, burst_limit=burst_limit)
-    key = ApiKey(id=key_id, owner_id=owner_id, plan=plan, prefix=prefix, status=ApiKey.Status.ACTIVE)
-    key.last_used_is_stale = bool(stale)
-    return key
+    return lookup_key(tokens.digest(presented), now or _now())
 
 
 def auth_failure_record(*, presented: str, ip: str | None) -> None:
@@ -214,19 +200,23 @@ def request_admit(
     """
     now = now or _now()
     try:
+        admission = None
         if key is None:
-            key = api_key_authenticate(presented or "", now=now)
+            if tokens.is_well_formed(presented or ""):
+                # One round trip where the database can do it: find the key and admit together.
+                key, admission = lookup_key_and_admit(tokens.digest(presented), now)
             if key is None:
                 auth_failure_record(presented=presented or "", ip=request.META.get("REMOTE_ADDR"))
                 return GateResult(Verdict.FORBIDDEN)
         elif not key.is_usable(now):
             return GateResult(Verdict.FORBIDDEN)
-        if key.plan.throttle_rate and _throttled(request, key):
-            window_start, resets_at = key.plan.window(now)
-            used = used_in_window(key, now)
-            throttled = Admission(False, key.plan.quota, used, window_start, now + timedelta(seconds=1), now)
-            return GateResult(Verdict.THROTTLED, key, throttled)
-        admission = admit_request(key, now)
+        if admission is None:
+            if key.plan.throttle_rate and _throttled(request, key):
+                window_start, _ = key.plan.window(now)
+                used = used_in_window(key, now)
+                throttled = Admission(False, key.plan.quota, used, window_start, now + timedelta(seconds=1), now)
+                return GateResult(Verdict.THROTTLED, key, throttled)
+            admission = admit_request(key, now)
         if not admission.admitted:
             return GateResult(Verdict.LIMITED, key, admission)
         if getattr(key, "last_used_is_stale", key.last_used is None or now - key.last_used > timedelta(minutes=1)):

@@ -38,8 +38,9 @@ class ModelApiHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send) -> None:
-        """ASGIHandler.handle without the request_started/request_finished signals: their
-        receivers manage the request thread's database connections, which these views do not use."""
+        """ASGIHandler.handle, minus what these views do not need: the request_started and
+        request_finished signals (their receivers manage a request thread's database connection)
+        and, for answers that are not streams, a task listening for the client to disconnect."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -51,21 +52,18 @@ class ModelApiHandler(ASGIHandler):
             await self.send_response(error_response, send)
             return
 
-        async def respond():
-            response = await self.run_get_response(request)
-            with contextlib.suppress(asyncio.CancelledError):  # the client went away meanwhile
-                await self.send_response(response, send)
-            return response
-
-        # As Django does: a client that disconnects cancels its request (and its stream).
-        listener = asyncio.create_task(self.listen_for_disconnect(receive))
-        responder = asyncio.create_task(respond())
-        await asyncio.wait([listener, responder], return_when=asyncio.FIRST_COMPLETED)
-        for task in (listener, responder):
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RequestAborted):
-                await task
-        if not responder.cancelled():
-            responder.result().close()
+        response = await self.run_get_response(request)
+        if response.streaming:
+            # As Django does: a client that disconnects while a stream is sent cancels it.
+            listener = asyncio.create_task(self.listen_for_disconnect(receive))
+            sender = asyncio.create_task(self.send_response(response, send))
+            await asyncio.wait([listener, sender], return_when=asyncio.FIRST_COMPLETED)
+            for task in (listener, sender):
+                if not task.done():
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                    await task
+        else:
+            await self.send_response(response, send)
+        response.close()
         body_file.close()

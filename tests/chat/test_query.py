@@ -81,7 +81,9 @@ def test_an_expired_key_is_refused(spend, secret, alice):
     assert spend(secret).status_code == HTTPStatus.FORBIDDEN
 
 
-@pytest.mark.parametrize("params", [{}, {"message": ""}, {"message": "   "}, {"message": "x" * 40_000}])
+@pytest.mark.parametrize(
+    "params", [{}, {"message": ""}, {"message": "   "}, {"message": "x" * 40_000}, {"message": "a\x00b"}]
+)
 def test_a_missing_or_oversized_message_is_a_400_and_not_counted(secret, alice, params):
     response = fetch("get", "/query", data=params, headers={"x-api-key": secret})
     assert response.status_code == HTTPStatus.BAD_REQUEST
