@@ -119,6 +119,7 @@ def model_api(style, *, methods: Callable) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            request.get_host()  # DJANGO_ALLOWED_HOSTS holds here too (DisallowedHost -> 400)
             if settings.KEYS_BACKEND != "local":
                 raise Http404("API Gateway serves the model API in aws mode.")
             try:
