@@ -34,8 +34,8 @@ def paged_items(client: Any, operation: str, **params: Any) -> Iterator[dict]:
         yield from page.get("items", [])
 
 
-class AwsBackend:
-    name = "aws"
+class GatewayClient:
+    """Holds an API Gateway client, made on first use (so a test's mock is already running)."""
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
@@ -45,6 +45,10 @@ class AwsBackend:
         if self._client is None:
             self._client = make_client()
         return self._client
+
+
+class AwsBackend(GatewayClient):
+    name = "aws"
 
     def _pages(self, operation: str, **params: Any) -> Iterator[dict]:
         return paged_items(self.client, operation, **params)
@@ -161,7 +165,7 @@ class AwsBackend:
             raise BackendUnavailable(f"get_api_key: {exc}") from exc
 
 
-class GatewaySetup:
+class GatewaySetup(GatewayClient):
     """Prepares one REST API stage for Tollgate: usage plans on the stage, every method key-only.
 
     Each step says what it did, or that there was nothing to do, so a second run is a no-op.
@@ -169,14 +173,8 @@ class GatewaySetup:
     """
 
     def __init__(self, *, rest_api_id: str, stage: str, client: Any = None) -> None:
+        super().__init__(client)
         self.rest_api_id, self.stage = rest_api_id, stage
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = make_client()
-        return self._client
 
     def run(self, seed_plans: list[tuple[str, int, str]]) -> Iterator[str]:
         try:

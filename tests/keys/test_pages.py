@@ -1,7 +1,6 @@
 from http import HTTPStatus
 
 import pytest
-from django.db import connection
 
 from keys.models import ApiKey, Usage
 
@@ -81,16 +80,3 @@ def test_the_dashboard_shows_todays_use_and_the_chart(alice_client, alice, plan1
 def test_the_dashboard_has_an_empty_state(alice_client):
     page = alice_client.get("/").content.decode()
     assert "No keys yet — create one" in page
-
-
-def test_the_secret_is_never_stored_or_logged(alice_client, caplog):
-    caplog.set_level("DEBUG")
-    secret = alice_client.post("/api/create_key", {"plan_name": "10RequestPerDay"}, content_type="application/json")
-    secret = secret.json()["value"]
-    rotated = alice_client.post(f"/api/keys/{ApiKey.objects.get().pk}/rotate").json()["value"]
-    with connection.cursor() as cursor:
-        for table in connection.introspection.table_names():
-            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
-            dump = repr(cursor.fetchall())
-            assert secret not in dump and rotated not in dump, table
-    assert secret not in caplog.text and rotated not in caplog.text
