@@ -6,21 +6,47 @@ of a model API request (measured with `make bench`). Here the work runs on a sma
 threads that live as long as the process, each keeping its connection.
 """
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TypeVar
 
 from asgiref.sync import AsyncToSync, sync_to_async
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+
+from keys.quota import QuotaStoreUnavailable
 
 T = TypeVar("T")
 
 
+# When the database stops answering, every queued request would wait out a connection attempt
+# (seconds each) before failing. Instead, after a failure the next second fails at once; then
+# one request tries again, and the first success closes the gap.
+RETRY_AFTER_FAILURE = 1.0
+_down_until = 0.0
+
+
 def _tidied(fn: Callable[..., T]) -> Callable[..., T]:
     def run(*args, **kwargs) -> T:
+        global _down_until
+        if time.monotonic() < _down_until:
+            raise QuotaStoreUnavailable("the database failed moments ago")
+        kept = connection.connection is not None
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except (QuotaStoreUnavailable, OperationalError, InterfaceError):
+                if not kept:
+                    raise
+                # A kept connection may have died with an earlier outage: one more try on a fresh
+                # one. (Should the first try have counted before failing, the request is counted
+                # twice and admitted once: never one too many.)
+                connection.close()
+                return fn(*args, **kwargs)
+        except (QuotaStoreUnavailable, OperationalError, InterfaceError):
+            _down_until = time.monotonic() + RETRY_AFTER_FAILURE
+            raise
         finally:
             # Each of these threads keeps its connection (taken from the pool once, on PostgreSQL)
             # until an error makes it doubtful; the next call then opens a fresh one.

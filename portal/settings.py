@@ -149,9 +149,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that uvicorn servers started by the tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test-db-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # With the pool, Django's health checks test a connection as it leaves the pool, so none
+    # that died in an outage is handed out afterwards.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         # Async views run their queries in short-lived threads; a pool keeps connections warm.
-        "pool": {"min_size": 2, "max_size": envint("DATABASE_POOL_SIZE", 20), "timeout": 5},
+        "pool": {"min_size": 2, "max_size": envint("DATABASE_POOL_SIZE", 20), "timeout": 3},
         "connect_timeout": 3,
         # Server-side binding lets psycopg prepare the hot statements (key lookup, admission)
         # once per connection instead of PostgreSQL planning them on every request.
