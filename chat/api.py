@@ -237,7 +237,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     presented = presented_key(request, bearer=True)
     try:
         key = await run_db(api_key_authenticate, presented) if presented else None
-    except DatabaseError:
+    except (DatabaseError, QuotaStoreUnavailable):
         return OpenAIStyle.unavailable()
     if key is None:
         return OpenAIStyle.forbidden()
