@@ -36,12 +36,13 @@ def _tidied(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             try:
                 return fn(*args, **kwargs)
-            except (QuotaStoreUnavailable, OperationalError, InterfaceError):
+            except QuotaStoreUnavailable:
                 if not kept:
                     raise
-                # A kept connection may have died with an earlier outage: one more try on a fresh
-                # one. (Should the first try have counted before failing, the request is counted
-                # twice and admitted once: never one too many.)
+                # A kept connection may have died with an earlier outage: admission (the only
+                # work that raises this) gets one more try on a fresh one. Should the first try
+                # have counted before failing, the request is counted twice and admitted once:
+                # never one too many. Other work (giving a request back, say) is not retried.
                 connection.close()
                 return fn(*args, **kwargs)
         except (QuotaStoreUnavailable, OperationalError, InterfaceError):
