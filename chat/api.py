@@ -178,8 +178,9 @@ async def query(request: HttpRequest) -> HttpResponse:
     conversation, messages = None, [{"role": "user", "content": text}]
     if conversation_id:
         # Only a named conversation is kept; without `uuid` each request stands alone.
-        conversation = await run_db(conversations.query_conversation, key=key, external_id=conversation_id)
-        messages = await run_db(conversations.turn_begin, conversation=conversation, text=text)
+        conversation, messages = await run_db(
+            conversations.query_turn_begin, key=key, external_id=conversation_id, text=text
+        )
     stream = get_upstream().stream({"messages": messages})
     try:
         first = await first_chunk(stream)

@@ -34,3 +34,9 @@ def query_conversation(*, key: ApiKey, external_id: str) -> Conversation:
     """The `/query?uuid=` conversation of this key (each key sees only its own)."""
     conversation = Conversation.objects.filter(key=key, external_id=external_id, owner=None).first()
     return conversation or Conversation.objects.create(key=key, external_id=external_id)
+
+
+def query_turn_begin(*, key: ApiKey, external_id: str, text: str) -> tuple[Conversation, list[dict]]:
+    """For `/query?uuid=`: the key's conversation (made if new) with this message stored in it."""
+    conversation = query_conversation(key=key, external_id=external_id)
+    return conversation, turn_begin(conversation=conversation, text=text)

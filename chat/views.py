@@ -5,6 +5,7 @@ from http import HTTPStatus
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -78,7 +79,7 @@ def _conversation(user, key: ApiKey, conversation_id: str) -> Conversation | Non
         return Conversation.objects.create(owner=user, key=key)
     try:
         conversation = Conversation.objects.filter(public_id=conversation_id, owner=user).first()
-    except Exception:  # not a UUID
+    except ValidationError:  # not a UUID
         return None
     if conversation is not None and conversation.key_id != key.pk:
         conversation.key = key

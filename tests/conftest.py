@@ -1,5 +1,7 @@
+import boto3
 import pytest
 from django.core.cache import cache
+from moto import mock_aws
 
 from keys import services
 from keys.models import Plan
@@ -78,3 +80,12 @@ def make_key(db):
         return key, secret
 
     return make
+
+
+@pytest.fixture
+def apigw(settings):
+    """The aws backend against moto's API Gateway (ap-southeast-1)."""
+    settings.KEYS_BACKEND = "aws"
+    # The client must be made inside the mock, or it talks to the real AWS.
+    with mock_aws():
+        yield boto3.client("apigateway", region_name="ap-southeast-1")

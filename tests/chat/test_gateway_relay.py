@@ -5,18 +5,14 @@ import json
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
-import boto3
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
-from moto import mock_aws
 
 from keys import services
 from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.django_db
-
-REGION = "ap-southeast-1"
 
 
 class StandinGateway:
@@ -64,13 +60,6 @@ def gateway(settings):
     with ThreadedServer(app) as server:
         settings.GATEWAY_URL = server.url
         yield app
-
-
-@pytest.fixture
-def apigw(settings):
-    settings.KEYS_BACKEND = "aws"
-    with mock_aws():
-        yield boto3.client("apigateway", region_name=REGION)
 
 
 @pytest.fixture

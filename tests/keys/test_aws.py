@@ -4,27 +4,16 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 
-import boto3
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from keys import services
 from keys.models import ApiKey, AuditEvent
 
 pytestmark = pytest.mark.django_db
 
-REGION = "ap-southeast-1"
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def apigw(settings):
-    settings.KEYS_BACKEND = "aws"
-    # The client must be made inside the mock, or it talks to the real AWS.
-    with mock_aws():
-        yield boto3.client("apigateway", region_name=REGION)
 
 
 @pytest.fixture
