@@ -23,8 +23,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from keys.models import ApiKey, Plan  # noqa: E402
-from keys.quota import used_in_window  # noqa: E402
-from keys.services import api_key_create  # noqa: E402
+from keys.services import api_key_create, used_in_window  # noqa: E402
 
 UNLIMITED_QUOTA = 2_000_000_000  # PositiveIntegerField's range; no run gets near it
 PLANS = {"unlimited": "BenchUnlimited", "exact": "BenchExact"}

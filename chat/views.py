@@ -11,17 +11,17 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from chat import services as conversations
+from chat import conversations
 from chat.models import Conversation
-from chat.relay import first_chunk, relay_text
-from chat.upstream import GatewayRefused, UpstreamError, gateway_query, get_upstream
-from chat.validation import MAX_MESSAGE_CHARS
 from keys.backends import get_backend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey
 from keys.presenters import keys_with_usage
-from keys.quota import QuotaStoreUnavailable, format_duration, release_request
-from keys.services import Verdict, request_admit
+from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, give_back
+from proxy.catalog import open_stream
+from proxy.relay import relay_text
+from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
+from proxy.validation import MAX_MESSAGE_CHARS
 
 
 def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
@@ -45,15 +45,14 @@ def problem(status: int, text: str) -> JsonResponse:
     return JsonResponse({"message": text}, status=status)
 
 
-def limit_exceeded(admission, *, throttled: bool = False) -> JsonResponse:
-    headers = admission.headers()
-    text = "Too Many Requests" if throttled else "Limit Exceeded"
-    body = {
-        "message": text,
-        "retry_after": admission.retry_after,
-        "resets_in": format_duration(admission.resets_at - admission.now),
-    }
-    return JsonResponse(body, status=HTTPStatus.TOO_MANY_REQUESTS, headers=headers)
+def refused(admission: Admission) -> JsonResponse:
+    if admission.outcome is Outcome.FORBIDDEN:
+        return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
+    if admission.outcome is Outcome.MODEL_NOT_FOUND:
+        return problem(HTTPStatus.NOT_FOUND, "This key's plan grants no model. Ask an administrator.")
+    text = "Too Many Requests" if admission.outcome is Outcome.THROTTLED else "Limit Exceeded"
+    body = {"message": text, "retry_after": admission.retry_after, "resets_in": admission.resets_in}
+    return JsonResponse(body, status=HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers())
 
 
 def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
@@ -105,20 +104,16 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
             return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
         return await _via_gateway(key, conversation, text)
     try:
-        result = await sync_to_async(request_admit)(request=request, key=key)
+        admission = await admit(key_id=key.pk, owner_id=user.pk)
     except QuotaStoreUnavailable:
         return problem(HTTPStatus.SERVICE_UNAVAILABLE, "Tollgate cannot reach its database right now.")
-    if result.verdict == Verdict.FORBIDDEN:
-        return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
-    if result.verdict != Verdict.ADMITTED:
-        return limit_exceeded(result.admission, throttled=result.verdict == Verdict.THROTTLED)
-    admission = result.admission
+    if not admission.admitted:
+        return refused(admission)
     messages = await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
-    stream = get_upstream().stream({"messages": messages})
     try:
-        first = await first_chunk(stream)
+        _model, first, stream = await open_stream(admission.route, {"messages": messages})
     except UpstreamError:
-        await sync_to_async(release_request)(key, admission)
+        await give_back(admission)
         return problem(HTTPStatus.BAD_GATEWAY, "The model did not answer. This message was not counted.")
     return _stream_response(conversation, first, stream, admission.headers())
 
@@ -152,7 +147,7 @@ async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> Ht
         gateway_url=settings.GATEWAY_URL, api_key=value, conversation=str(conversation.public_id), message=text
     )
     try:
-        first = await first_chunk(stream)
+        first = await anext(stream, "")
     except GatewayRefused as refused:
         if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
             headers = {"Retry-After": refused.retry_after} if refused.retry_after else {}

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import ManyToManyField, Q
 
 
 class Plan(models.Model):
@@ -28,6 +28,13 @@ class Plan(models.Model):
     aws_id = models.CharField(
         "AWS usage plan id", max_length=64, blank=True, help_text="Set for plans read from API Gateway."
     )
+    # Last, as it shadows the `models` module in this class body.
+    models = ManyToManyField(
+        "proxy.LanguageModel",
+        blank=True,
+        related_name="plans",
+        help_text="The models this plan may use (local backend). None chosen: every active model.",
+    )
 
     class Meta:
         ordering = ["quota", "name"]
@@ -36,24 +43,32 @@ class Plan(models.Model):
         return self.name
 
     def window(self, now: datetime) -> tuple[date, datetime]:
-        """The UTC calendar window holding `now`: (first day, the instant it ends)."""
-        today = now.astimezone(UTC).date()
-        if self.period == self.Period.WEEK:
-            start = today - timedelta(days=today.weekday())
-            end = start + timedelta(days=7)
-        elif self.period == self.Period.MONTH:
-            start = today.replace(day=1)
-            end = start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
-        else:
-            start = today
-            end = start + timedelta(days=1)
-        return start, datetime.combine(end, time.min, tzinfo=UTC)
+        return quota_window(self.period, now)
 
     @property
     def throttle_rate(self) -> str | None:
-        """The per-second throttle in django-ratelimit syntax, or None when the plan has none."""
-        allowed = max(self.rate_limit or 0, self.burst_limit or 0)
-        return f"{allowed}/s" if allowed else None
+        return throttle_rate(self.rate_limit, self.burst_limit)
+
+
+def quota_window(period: str, now: datetime) -> tuple[date, datetime]:
+    """The UTC calendar window of `period` holding `now`: (first day, the instant it ends)."""
+    today = now.astimezone(UTC).date()
+    if period == Plan.Period.WEEK:
+        start = today - timedelta(days=today.weekday())
+        end = start + timedelta(days=7)
+    elif period == Plan.Period.MONTH:
+        start = today.replace(day=1)
+        end = start + timedelta(days=calendar.monthrange(start.year, start.month)[1])
+    else:
+        start = today
+        end = start + timedelta(days=1)
+    return start, datetime.combine(end, time.min, tzinfo=UTC)
+
+
+def throttle_rate(rate_limit: int | None, burst_limit: int | None) -> str | None:
+    """A plan's per-second throttle in django-ratelimit syntax, or None when it has none."""
+    allowed = max(rate_limit or 0, burst_limit or 0)
+    return f"{allowed}/s" if allowed else None
 
 
 class ApiKeyQuerySet(models.QuerySet):

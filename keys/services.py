@@ -1,28 +1,16 @@
 """What can be done with plans and keys. The API, the pages, the admin and the commands call these."""
 
-import enum
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
-from django.http import HttpRequest
 from django.utils import timezone
-from django_ratelimit.core import is_ratelimited
 
-from keys import tokens
 from keys.backends import KeyBackend, get_backend
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
-from keys.models import ApiKey, AuditEvent, Plan
-from keys.quota import (
-    Admission,
-    QuotaStoreUnavailable,
-    admit_request,
-    lookup_key,
-    lookup_key_and_admit,
-    used_in_window,
-)
+from keys.models import ApiKey, AuditEvent, Plan, Usage
 
 log = logging.getLogger("tollgate.keys")
 
@@ -132,6 +120,12 @@ class WindowUsage:
         return min(100, round(100 * self.used / self.limit)) if self.limit else 100
 
 
+def used_in_window(key: ApiKey, now: datetime) -> int:
+    """Requests counted in the key's quota window holding `now` (local backend)."""
+    window_start, _ = key.plan.window(now)
+    return Usage.objects.filter(key=key, window_start=window_start).values_list("requests", flat=True).first() or 0
+
+
 def api_key_window_usage(*, key: ApiKey, backend: KeyBackend | None = None) -> WindowUsage:
     """Use of the key's current quota window ("today" for the DAY plans)."""
     now = _now()
@@ -142,85 +136,3 @@ def api_key_window_usage(*, key: ApiKey, backend: KeyBackend | None = None) -> W
     else:
         used = used_in_window(key, now)
     return WindowUsage(used=used, limit=key.plan.quota, resets_at=resets_at)
-
-
-def api_key_authenticate(presented: str, *, now: datetime | None = None) -> ApiKey | None:
-    """The usable key whose secret this is, or None. Malformed keys never reach the database.
-
-    The digest is compared by the database's unique index (no comparison in Python).
-    """
-    if not tokens.is_well_formed(presented):
-        return None
-    return lookup_key(tokens.digest(presented), now or _now())
-
-
-def auth_failure_record(*, presented: str, ip: str | None) -> None:
-    AuditEvent.objects.create(action=AuditEvent.Action.AUTH_FAILED, masked_key=tokens.mask(presented), ip=ip)
-
-
-class Verdict(enum.Enum):
-    ADMITTED = "admitted"
-    FORBIDDEN = "forbidden"
-    THROTTLED = "throttled"
-    LIMITED = "limited"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    verdict: Verdict
-    key: ApiKey | None = None
-    admission: Admission | None = None
-
-
-def _throttled(request: HttpRequest, key: ApiKey) -> bool:
-    """The plan's per-second throttle, shared across processes through the cache.
-
-    If the cache is down the throttle lets requests through (it is a smoothing aid);
-    the quota, kept in the database, stays exact either way.
-    """
-    try:
-        return is_ratelimited(
-            request,
-            group=f"throttle:{key.pk}",
-            key=lambda _g, _r: str(key.pk),
-            rate=key.plan.throttle_rate,
-            increment=True,
-        )
-    except Exception:
-        log.warning("throttle cache unavailable; key %s not throttled", key.pk)
-        return False
-
-
-def request_admit(
-    *, request: HttpRequest, presented: str | None = None, key: ApiKey | None = None, now: datetime | None = None
-) -> GateResult:
-    """Authenticate (unless `key` is given), throttle, and count one request. One call, one thread hop.
-
-    Raises QuotaStoreUnavailable when the database cannot answer: callers fail closed.
-    """
-    now = now or _now()
-    try:
-        admission = None
-        if key is None:
-            if tokens.is_well_formed(presented or ""):
-                # One round trip where the database can do it: find the key and admit together.
-                key, admission = lookup_key_and_admit(tokens.digest(presented), now)
-            if key is None:
-                auth_failure_record(presented=presented or "", ip=request.META.get("REMOTE_ADDR"))
-                return GateResult(Verdict.FORBIDDEN)
-        elif not key.is_usable(now):
-            return GateResult(Verdict.FORBIDDEN)
-        if admission is None:
-            if key.plan.throttle_rate and _throttled(request, key):
-                window_start, _ = key.plan.window(now)
-                used = used_in_window(key, now)
-                throttled = Admission(False, key.plan.quota, used, window_start, now + timedelta(seconds=1), now)
-                return GateResult(Verdict.THROTTLED, key, throttled)
-            admission = admit_request(key, now)
-        if not admission.admitted:
-            return GateResult(Verdict.LIMITED, key, admission)
-        if getattr(key, "last_used_is_stale", key.last_used is None or now - key.last_used > timedelta(minutes=1)):
-            ApiKey.objects.filter(pk=key.pk).update(last_used=now)
-        return GateResult(Verdict.ADMITTED, key, admission)
-    except DatabaseError as exc:
-        raise QuotaStoreUnavailable(str(exc)) from exc

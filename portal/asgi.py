@@ -1,8 +1,6 @@
-"""ASGI entry point. The key-authenticated model API gets a lean handler of its own.
+"""ASGI entry point: the model API (`/query`, `/v1/...`) is its own Starlette app; Django serves the rest.
 
-`/query` and `/v1/...` take no session, cookie, CSRF, CSP or sign-in, so their requests skip
-the page middleware (each of which costs a hop to a thread under ASGI) and keep only CORS.
-Same URLconf, same views; everything else goes through the full Django stack.
+Lifespan events go to the model API, which closes its connections on shutdown.
 """
 
 import os
@@ -13,12 +11,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 django_application = get_asgi_application()
 
-from portal.lean import ModelApiHandler, is_model_api  # noqa: E402 - needs Django set up
+from proxy.app import model_api_app, serves  # noqa: E402 - needs Django set up
 
-model_api_application = ModelApiHandler()
+model_api_application = model_api_app()
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http" and is_model_api(scope["path"]):
+    if scope["type"] == "lifespan" or serves(scope.get("path", "")):
         return await model_api_application(scope, receive, send)
     return await django_application(scope, receive, send)

@@ -85,7 +85,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
-    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "csp",
@@ -93,13 +92,13 @@ INSTALLED_APPS = [
     "allauth.account",
     "portal",
     "keys",
+    "proxy",
     "chat",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -132,6 +131,8 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 
+# Connections each process may hold on PostgreSQL: the pages' pool and the model API's pool each.
+DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", 20)
 DATABASE_URL = env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
@@ -154,7 +155,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["OPTIONS"] = {
         # Async views run their queries in short-lived threads; a pool keeps connections warm.
-        "pool": {"min_size": 2, "max_size": envint("DATABASE_POOL_SIZE", 20), "timeout": 3},
+        "pool": {"min_size": 2, "max_size": DATABASE_POOL_SIZE, "timeout": 3},
         "connect_timeout": 3,
         # Server-side binding lets psycopg prepare the hot statements (key lookup, admission)
         # once per connection instead of PostgreSQL planning them on every request.
@@ -250,33 +251,6 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
-
-# CORS only on the key-authenticated model API; pages and the key API stay same-origin.
-CORS_ALLOW_ALL_ORIGINS = True
-CORS_URLS_REGEX = r"^/(query|v1/.*)$"
-CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-api-key", "x-requested-with"]
-# The official openai JS SDK (with dangerouslyAllowBrowser) sends these on every request; a preflight
-# that refused them would make the SDK unusable from a web page.
-CORS_ALLOW_HEADERS += [
-    "openai-organization",
-    "openai-project",
-    "x-stainless-arch",
-    "x-stainless-lang",
-    "x-stainless-os",
-    "x-stainless-package-version",
-    "x-stainless-retry-count",
-    "x-stainless-runtime",
-    "x-stainless-runtime-version",
-    "x-stainless-timeout",
-]
-CORS_EXPOSE_HEADERS = [
-    "retry-after",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-should-retry",
-]
-CORS_PREFLIGHT_MAX_AGE = 600
 
 # --- Static files ----------------------------------------------------------------------------
 

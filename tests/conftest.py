@@ -5,16 +5,28 @@ from moto import mock_aws
 
 from keys import services
 from keys.models import Plan
+from proxy.catalog import snapshot
+from tests import asgi
+from tests.servers import StandinUpstream, ThreadedServer, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    # allauth's and django-ratelimit's counters live in the default cache.
+    # allauth's and django-ratelimit's counters live in the default cache; the model catalog's
+    # snapshot would outlive a flushed database.
     cache.clear()
+    snapshot.forget()
     yield
     cache.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def app_loop(django_db_setup):
+    """The event loop of tests/asgi.py, closed before the test database goes away."""
+    yield
+    asgi.close()
 
 
 @pytest.fixture
@@ -89,3 +101,45 @@ def apigw(settings):
     # The client must be made inside the mock, or it talks to the real AWS.
     with mock_aws():
         yield boto3.client("apigateway", region_name="ap-southeast-1")
+
+
+@pytest.fixture(scope="session")
+def standin():
+    app = StandinUpstream()
+    with ThreadedServer(app) as server:
+        app.url = server.url
+        yield app
+
+
+@pytest.fixture
+def upstream(standin, settings):
+    """The stand-in model, reset, with Tollgate (in this process) pointed at it."""
+    standin.reset()
+    settings.LLM_BASE_URL = standin.url + "/v1"
+    yield standin
+    standin.reset()
+
+
+@pytest.fixture(scope="session")
+def live_tollgate(django_db_setup, standin):
+    """Tollgate under uvicorn (one worker), relaying to the stand-in model."""
+    with tollgate_server(env={"LLM_BASE_URL": standin.url + "/v1", "LLM_READ_TIMEOUT": "2"}) as base:
+        yield base
+
+
+@pytest.fixture
+def live(live_tollgate, standin, transactional_db):
+    standin.reset()
+    yield live_tollgate
+    standin.reset()
+
+
+@pytest.fixture
+def spend(transactional_db):
+    """`/query` with a key, through the app as production mounts it."""
+
+    def call(secret: str | None, message: str = "hello", **params) -> asgi.Fetched:
+        headers = {"x-api-key": secret} if secret is not None else {}
+        return asgi.fetch("get", "/query", data={"message": message, **params}, headers=headers)
+
+    return call

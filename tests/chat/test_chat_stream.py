@@ -5,9 +5,9 @@ import pytest
 
 from chat.models import Conversation, Message
 from keys.models import Usage
-from tests.chat.conftest import fetch
+from tests.asgi import fetch
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
 from keys import services
+from proxy.upstreams import close_clients
 from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.django_db
@@ -80,9 +81,9 @@ def chat(user, key_id: int, message: str = "hi") -> tuple:
         await client.aforce_login(user)
         body = {"key_id": key_id, "message": message}
         response = await client.post("/chat/stream", body, content_type="application/json")
-        if not response.streaming:
-            return response, [response.content]
-        return response, [part async for part in response.streaming_content]
+        parts = [part async for part in response.streaming_content] if response.streaming else [response.content]
+        await close_clients()  # this event loop ends here
+        return response, parts
 
     return async_to_sync(go)()
 

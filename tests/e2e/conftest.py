@@ -44,6 +44,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: here in item.path.parents)
 
 
+@pytest.fixture(autouse=True)
+def async_unsafe_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM calls
+    # from a thread with a running loop. Here (and only here) the test body's ORM calls are meant.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # Keep each phase's report on the test, so fixtures can tell in teardown that it failed.

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from keys.models import ApiKey, AuditEvent
-from tests.chat.conftest import fetch
+from tests.asgi import fetch
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +24,7 @@ def test_pages_send_the_protective_headers(alice_client):
     assert response["X-Frame-Options"] == "DENY"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_model_api_sets_no_cookies_even_for_a_signed_in_browser(alice, plan10, make_key):
     _, secret = make_key(alice, plan10)
     response = fetch("get", "/query", user=alice, data={"message": "hi"}, headers={"x-api-key": secret})
@@ -79,7 +80,8 @@ def test_csrf_is_enforced_on_every_session_post(alice, seed_plans, path, data):
     assert not ApiKey.objects.exists()
 
 
-def test_each_secret_appears_in_exactly_one_response_and_nowhere_else(client, staff, caplog):
+@pytest.mark.django_db(transaction=True)
+def test_each_secret_appears_in_exactly_one_response_and_nowhere_else(client, staff, seed_plans, caplog):
     caplog.set_level(logging.DEBUG)
     client.force_login(staff)
     responses = []
@@ -119,6 +121,7 @@ def test_each_secret_appears_in_exactly_one_response_and_nowhere_else(client, st
     assert secret not in caplog.text and rotated not in caplog.text
 
 
+@pytest.mark.django_db(transaction=True)
 def test_key_changes_and_failed_authentications_are_audited_and_shown_to_admins(client, staff, alice, plan10):
     from keys import services
 

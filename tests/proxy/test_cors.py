@@ -3,9 +3,9 @@ from http import HTTPStatus
 import pytest
 
 from keys.models import Usage
-from tests.chat.conftest import fetch
+from tests.asgi import fetch
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = "http://localhost:5173"
 

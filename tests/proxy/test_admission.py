@@ -1,12 +1,17 @@
-import threading
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 
 from keys.models import Plan, Usage
-from keys.quota import admit_request, format_duration, release_request
+from proxy.admission import admit, format_duration, give_back
+from tests.asgi import fetch, portal
+
+
+def admit_request(key, now):
+    """The chat page's way in: the owner's key id."""
+    return portal().call(lambda: admit(key_id=key.pk, owner_id=key.owner_id, now=now))
 
 
 def utc(*args) -> datetime:
@@ -36,7 +41,7 @@ def test_reset_durations_read_like_openais(seconds, text):
     assert format_duration(timedelta(seconds=seconds)) == text
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_admission_stops_exactly_at_the_quota(alice, make_plan, make_key):
     key, _ = make_key(alice, make_plan(quota=3))
     now = utc(2026, 5, 1, 12)
@@ -46,22 +51,22 @@ def test_admission_stops_exactly_at_the_quota(alice, make_plan, make_key):
     assert Usage.objects.get(key=key).requests == 3
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_zero_quota_admits_nothing(alice, make_plan, make_key):
     key, _ = make_key(alice, make_plan(quota=0))
     assert not admit_request(key, utc(2026, 5, 1)).admitted
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_releasing_gives_one_request_back(alice, make_plan, make_key):
     key, _ = make_key(alice, make_plan(quota=1))
     now = utc(2026, 5, 1)
     admission = admit_request(key, now)
-    release_request(key, admission)
+    portal().call(give_back, admission)
     assert admit_request(key, now).admitted
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_new_window_starts_fresh(alice, make_plan, make_key):
     key, _ = make_key(alice, make_plan(quota=1))
     assert admit_request(key, utc(2026, 5, 1, 23, 59, 59)).admitted
@@ -77,27 +82,18 @@ def test_racing_admissions_admit_exactly_the_quota_even_for_the_first_of_a_windo
 ):
     key, _ = make_key(alice, make_plan(quota=quota))
     now = utc(2026, 5, 1, 8)
-    barrier = threading.Barrier(racers)
-    results = []
 
-    def race():
-        barrier.wait()
-        try:
-            results.append(admit_request(key, now).admitted)
-        finally:
-            connection.close()
+    async def race() -> list[bool]:
+        admissions = await asyncio.gather(*(admit(key_id=key.pk, owner_id=alice.pk, now=now) for _ in range(racers)))
+        return [a.admitted for a in admissions]
 
-    threads = [threading.Thread(target=race) for _ in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = portal().call(race)
     assert results.count(True) == quota
     assert results.count(False) == racers - quota
     assert Usage.objects.get(key=key).requests == quota
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "period, last_second, next_window",
     [
@@ -107,8 +103,6 @@ def test_racing_admissions_admit_exactly_the_quota_even_for_the_first_of_a_windo
     ],
 )
 def test_rollover_over_http_with_a_frozen_clock(alice, make_plan, make_key, period, last_second, next_window):
-    from tests.chat.conftest import fetch
-
     key, secret = make_key(alice, make_plan(quota=2, period=period))
     ask = lambda: fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret})  # noqa: E731
     with time_machine.travel(last_second, tick=False):
@@ -128,10 +122,8 @@ def test_rollover_over_http_with_a_frozen_clock(alice, make_plan, make_key, peri
         assert fresh["x-ratelimit-reset-requests"] == full
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_per_second_throttle_answers_too_many_requests(alice, make_plan, make_key):
-    from tests.chat.conftest import fetch
-
     key, secret = make_key(alice, make_plan(quota=100, rate_limit=2, burst_limit=2))
     with time_machine.travel(utc(2026, 6, 10, 12, 0, 0, 100), tick=False):
         statuses = [fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret}) for _ in range(3)]

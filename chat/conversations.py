@@ -1,7 +1,6 @@
 """Conversations: the turns a model sees again, kept in the database."""
 
 from chat.models import Conversation, Message
-from keys.models import ApiKey
 
 HISTORY_TURNS = 20  # earlier messages sent upstream with each new one
 TITLE_LENGTH = 60
@@ -30,13 +29,13 @@ def turn_finish(*, conversation: Conversation, text: str, complete: bool) -> Non
     Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=content)
 
 
-def query_conversation(*, key: ApiKey, external_id: str) -> Conversation:
+def query_conversation(*, key_id: int, external_id: str) -> Conversation:
     """The `/query?uuid=` conversation of this key (each key sees only its own)."""
-    conversation = Conversation.objects.filter(key=key, external_id=external_id, owner=None).first()
-    return conversation or Conversation.objects.create(key=key, external_id=external_id)
+    conversation = Conversation.objects.filter(key_id=key_id, external_id=external_id, owner=None).first()
+    return conversation or Conversation.objects.create(key_id=key_id, external_id=external_id)
 
 
-def query_turn_begin(*, key: ApiKey, external_id: str, text: str) -> tuple[Conversation, list[dict]]:
+def query_turn_begin(*, key_id: int, external_id: str, text: str) -> tuple[Conversation, list[dict]]:
     """For `/query?uuid=`: the key's conversation (made if new) with this message stored in it."""
-    conversation = query_conversation(key=key, external_id=external_id)
+    conversation = query_conversation(key_id=key_id, external_id=external_id)
     return conversation, turn_begin(conversation=conversation, text=text)

@@ -4,9 +4,9 @@ import pytest
 
 from keys.models import AuditEvent, Usage
 from keys.services import api_key_revoke
-from tests.chat.conftest import fetch
+from tests.asgi import fetch
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

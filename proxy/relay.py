@@ -1,34 +1,35 @@
 """Streaming generators between the upstream model and the client.
 
 They take their collaborators (the upstream stream, what to do when done) as parameters,
-so they can be tested without HTTP; the views only wrap them in StreamingHttpResponse.
+so they can be tested without HTTP; the views only wrap them in a streaming response. `on_done`
+runs shielded from cancellation: a client that leaves mid-stream cancels the relay, and what
+was produced must still be recorded.
 """
 
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-from chat.upstream import UpstreamBroken
+import anyio
 
-log = logging.getLogger("tollgate.chat")
+from proxy.upstreams import UpstreamBroken
+
+log = logging.getLogger("tollgate.proxy")
 
 OnDone = Callable[[str, bool], Awaitable[None]]
 
 
-async def first_chunk(stream: AsyncIterator[str]) -> str:
-    """Wait for the model's first text, so a failure before it can still become a 502.
-
-    Raises UpstreamError when the model fails before producing anything.
-    """
-    async for text in stream:
-        if text:
-            return text
-    return ""
+async def finish(rest: AsyncGenerator[str], on_done: OnDone | None, answer: str, complete: bool) -> None:
+    """Release the upstream's connection at once, then record what the client received."""
+    with anyio.CancelScope(shield=True):
+        await rest.aclose()
+        if on_done is not None:
+            await on_done(answer, complete)
 
 
-async def relay_text(first: str, rest: AsyncIterator[str], *, on_done: OnDone | None = None) -> AsyncIterator[bytes]:
+async def relay_text(first: str, rest: AsyncGenerator[str], *, on_done: OnDone | None = None) -> AsyncIterator[bytes]:
     """The answer's raw text, chunk by chunk. A break mid-stream ends the response early."""
     parts = [first]
     complete = False
@@ -40,8 +41,7 @@ async def relay_text(first: str, rest: AsyncIterator[str], *, on_done: OnDone | 
             yield text.encode()
         complete = True
     finally:
-        if on_done is not None:
-            await on_done("".join(parts), complete)
+        await finish(rest, on_done, "".join(parts), complete)
 
 
 def _sse(payload: dict) -> bytes:
@@ -49,7 +49,7 @@ def _sse(payload: dict) -> bytes:
 
 
 async def relay_openai_sse(
-    first: str, rest: AsyncIterator[str], *, model: str, on_done: OnDone | None = None
+    first: str, rest: AsyncGenerator[str], *, model: str, on_done: OnDone | None = None
 ) -> AsyncIterator[bytes]:
     """OpenAI `chat.completion.chunk` events ending in `data: [DONE]`; a break becomes an error event."""
     base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
@@ -73,5 +73,4 @@ async def relay_openai_sse(
         error = {"message": "The model stopped before finishing its answer.", "type": "upstream_error"}
         yield _sse({"error": {**error, "code": "upstream_broken"}})
     finally:
-        if on_done is not None:
-            await on_done("".join(parts), complete)
+        await finish(rest, on_done, "".join(parts), complete)

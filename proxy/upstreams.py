@@ -1,4 +1,5 @@
-"""The one module that talks to the upstream model: an OpenAI-compatible API, or the demo model."""
+"""The one module that talks to upstreams: OpenAI-compatible models, the demo model, and (aws mode)
+the API Gateway in front of the model."""
 
 import asyncio
 import json
@@ -15,7 +16,15 @@ from httpx_sse import SSEError, aconnect_sse
 
 
 class UpstreamError(Exception):
-    """The model failed before sending anything: nothing was delivered, the request is given back."""
+    """The model failed before sending anything: nothing was delivered, the request is given back.
+
+    `retryable`: whether another model may do better (refused, timed out, 5xx, 429), or the request
+    itself was refused (another 4xx), which no fallback would change.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class UpstreamBroken(Exception):
@@ -23,10 +32,8 @@ class UpstreamBroken(Exception):
 
 
 class Upstream(Protocol):
-    model: str
-
-    async def complete(self, body: dict) -> bytes:
-        """The upstream's `chat.completion` JSON, as bytes."""
+    async def complete(self, body: dict) -> dict:
+        """The upstream's `chat.completion` object."""
 
     def stream(self, body: dict) -> AsyncIterator[str]:
         """Yield the answer's text as the model produces it."""
@@ -72,20 +79,21 @@ class OpenAICompatible:
     def _payload(self, body: dict, stream: bool) -> dict:
         return {**body, "model": self.model, "stream": stream}
 
-    async def complete(self, body: dict) -> bytes:
+    async def complete(self, body: dict) -> dict:
         timeout = aiohttp.ClientTimeout(sock_connect=self.timeout.connect, sock_read=self.timeout.read)
         try:
             async with json_client().post(
                 self.url, json=self._payload(body, False), headers=self.headers, timeout=timeout
             ) as response:
-                if response.status >= 400:
-                    raise UpstreamError(f"upstream answered {response.status}")
+                refused(response.status)
                 if response.content_type != "application/json":
                     raise UpstreamError("upstream answered something that is not JSON")
-                # Relayed as the upstream sent it: no decoding and re-encoding on the hot path.
-                return await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                answer = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamError("upstream answered JSON that is not a chat completion")
+        return answer
 
     async def stream(self, body: dict) -> AsyncIterator[str]:
         started = False
@@ -98,8 +106,7 @@ class OpenAICompatible:
                 headers=self.headers,
                 timeout=self.timeout,
             ) as source:
-                if source.response.status_code >= 400:
-                    raise UpstreamError(f"upstream answered {source.response.status_code}")
+                refused(source.response.status_code)
                 async for event in source.aiter_sse():
                     if event.data == "[DONE]":
                         return
@@ -111,6 +118,13 @@ class OpenAICompatible:
             if started:
                 raise UpstreamBroken(f"upstream stream broke: {type(exc).__name__}") from exc
             raise UpstreamError(f"upstream failed: {type(exc).__name__}") from exc
+
+
+def refused(status: int) -> None:
+    """Raise for an upstream's error status; fallbacks are worth trying on a 5xx or a 429 only."""
+    if status >= 400:
+        retryable = status >= 500 or status == 429
+        raise UpstreamError(f"upstream answered {status}", retryable=retryable)
 
 
 def _delta_text(chunk: dict) -> str:
@@ -133,8 +147,6 @@ def last_user_text(body: dict) -> str:
 class DemoModel:
     """Answers without any outside service, word by word, so streaming can be seen working."""
 
-    model = "demo"
-
     def __init__(self, *, pause: float = 0.04, model: str = "demo") -> None:
         self.pause = pause
         self.model = model
@@ -151,9 +163,9 @@ class DemoModel:
             "OpenAI-compatible API and restart Tollgate."
         )
 
-    async def complete(self, body: dict) -> bytes:
+    async def complete(self, body: dict) -> dict:
         text = self.answer(body)
-        return json.dumps(completion_object(self.model, text, prompt_words=len(last_user_text(body).split()))).encode()
+        return completion_object(self.model, text, prompt_words=len(last_user_text(body).split()))
 
     async def stream(self, body: dict) -> AsyncIterator[str]:
         words = self.answer(body).split(" ")
@@ -178,13 +190,14 @@ def completion_object(model: str, text: str, *, prompt_words: int = 0) -> dict[s
     }
 
 
-def get_upstream() -> Upstream:
-    if not settings.LLM_BASE_URL:
-        return DemoModel(model=settings.LLM_MODEL, pause=settings.DEMO_MODEL_PAUSE)
+def upstream_client(*, base_url: str, api_key: str, model: str) -> Upstream:
+    """The client for one model: its OpenAI-compatible upstream, or the demo model without one."""
+    if not base_url:
+        return DemoModel(model=model, pause=settings.DEMO_MODEL_PAUSE)
     return OpenAICompatible(
-        base_url=settings.LLM_BASE_URL,
-        api_key=settings.LLM_API_KEY,
-        model=settings.LLM_MODEL,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key,
+        model=model,
         connect_timeout=settings.LLM_CONNECT_TIMEOUT,
         read_timeout=settings.LLM_READ_TIMEOUT,
     )

@@ -1,0 +1,219 @@
+"""Admission: find the key, check the model, throttle, and count the request, exactly.
+
+One call, `admit(...)`, used by `/query`, `/v1` and the chat page. The count is one conditional
+upsert against the key's usage row for the window (`ADMIT_SQL`), so N racing requests with R left
+admit exactly R, on SQLite and PostgreSQL, across any number of processes. Never read-then-write.
+"""
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
+
+from keys import tokens
+from keys.models import ApiKey, AuditEvent, Plan, Usage, quota_window, throttle_rate
+from proxy.catalog import ServedModel, catalog
+from proxy.db import QuotaStoreUnavailable, database
+
+log = logging.getLogger("tollgate.proxy")
+
+__all__ = ["Admission", "KeyTerms", "Outcome", "QuotaStoreUnavailable", "admit", "authenticate", "give_back"]
+
+KEYS, PLANS, USAGE = ApiKey._meta.db_table, Plan._meta.db_table, Usage._meta.db_table
+AUDIT = AuditEvent._meta.db_table
+
+# A usable key with its plan's terms, and whether `last_used` is over a minute old.
+KEY_SQL = (
+    "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
+    "p.rate_limit, p.burst_limit, (k.last_used IS NULL OR k.last_used < %(stale_before)s) AS last_used_stale "
+    f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
+    "WHERE {match} AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %(now)s)"
+)
+KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
+KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")
+
+# The admission: count one request if the window has room. The conflict target is the
+# (key, window_start) unique constraint; the first request of a window inserts the row in the same
+# statement, and a full window returns no row and changes nothing.
+ADMIT_SQL = (
+    f"INSERT INTO {USAGE} (key_id, window_start, requests) "  # noqa: S608
+    "SELECT %(key_id)s, %(window_start)s, 1 WHERE %(quota)s > 0 "
+    f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {USAGE}.requests + 1 "
+    f"WHERE {USAGE}.requests < %(quota)s RETURNING requests"
+)
+GIVE_BACK_SQL = (
+    f"UPDATE {USAGE} SET requests = requests - 1 "  # noqa: S608
+    "WHERE key_id = %(key_id)s AND window_start = %(window_start)s AND requests > 0"
+)
+USED_SQL = f"SELECT requests FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
+TOUCH_SQL = f"UPDATE {KEYS} SET last_used = %(now)s WHERE id = %(key_id)s"  # noqa: S608
+AUTH_FAILED_SQL = (
+    f"INSERT INTO {AUDIT} (at, action, masked_key, ip, detail) "  # noqa: S608
+    "VALUES (%(now)s, %(action)s, %(masked)s, %(ip)s, '')"
+)
+
+
+@dataclass(frozen=True)
+class KeyTerms:
+    """A usable key as the hot path sees it: its ids and its plan's terms."""
+
+    key_id: int
+    owner_id: int
+    plan_id: int
+    plan_name: str
+    quota: int
+    period: str
+    rate_limit: int | None
+    burst_limit: int | None
+    last_used_stale: bool
+
+    @property
+    def period_word(self) -> str:
+        return Plan.Period(self.period).label.split()[-1]  # "day", "week", "month"
+
+
+class Outcome(enum.Enum):
+    ADMITTED = "ok"
+    FORBIDDEN = "forbidden"
+    MODEL_NOT_FOUND = "model_not_found"
+    THROTTLED = "throttled"
+    LIMITED = "limited"
+
+
+@dataclass(frozen=True)
+class Admission:
+    outcome: Outcome
+    now: datetime
+    key: KeyTerms | None = None
+    route: tuple[ServedModel, ...] = ()  # the model asked for, then its fallbacks
+    used: int = 0
+    window_start: date | None = None
+    resets_at: datetime | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.outcome is Outcome.ADMITTED
+
+    @property
+    def limit(self) -> int:
+        return self.key.quota if self.key else 0
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    @property
+    def retry_after(self) -> int:
+        return max(math.ceil((self.resets_at - self.now).total_seconds()), 1)
+
+    @property
+    def resets_in(self) -> str:
+        return format_duration(self.resets_at - self.now)
+
+    def headers(self) -> dict[str, str]:
+        """The rate-limit headers of an admitted or refused request (none without a key)."""
+        if self.resets_at is None:
+            return {}
+        headers = {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": self.resets_in,
+        }
+        if self.outcome is Outcome.LIMITED:
+            headers["Retry-After"] = str(self.retry_after)
+            headers["x-should-retry"] = "false"  # the window is spent: SDKs must not retry into it
+        elif self.outcome is Outcome.THROTTLED:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+def format_duration(delta: timedelta) -> str:
+    """`5h12m3s`, `6m0s`, `1s`: the style of OpenAI's x-ratelimit-reset-* headers."""
+    seconds = max(math.ceil(delta.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+async def authenticate(
+    *, presented: str = "", key_id: int | None = None, owner_id: int | None = None, now: datetime
+) -> KeyTerms | None:
+    """The usable key whose secret was presented (or, for the chat page, this owner's key id).
+
+    A malformed key never reaches the database; the digest is compared by its unique index.
+    """
+    times = {"now": now, "stale_before": now - timedelta(minutes=1)}
+    if key_id is not None:
+        row = await database().one(KEY_BY_ID_SQL, {**times, "key_id": key_id, "owner_id": owner_id})
+    elif tokens.is_well_formed(presented):
+        row = await database().one(KEY_BY_DIGEST_SQL, {**times, "digest": tokens.digest(presented)})
+    else:
+        row = None
+    return KeyTerms(**{**row, "last_used_stale": bool(row["last_used_stale"])}) if row else None
+
+
+async def admit(
+    *,
+    presented: str = "",
+    key_id: int | None = None,
+    owner_id: int | None = None,
+    model: str | None = None,
+    client_ip: str | None = None,
+    now: datetime | None = None,
+) -> Admission:
+    """Authenticate, check the model, throttle, and count one request; in that order, so that
+    nothing refused is counted. Raises QuotaStoreUnavailable: callers fail closed."""
+    now = now or timezone.now()
+    key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
+    if key is None:
+        if key_id is None:
+            failed = {"action": AuditEvent.Action.AUTH_FAILED, "masked": tokens.mask(presented), "ip": client_ip}
+            await database().run(AUTH_FAILED_SQL, {**failed, "now": now})
+        return Admission(Outcome.FORBIDDEN, now)
+    route = (await catalog()).route(key.plan_id, model)
+    if not route:
+        return Admission(Outcome.MODEL_NOT_FOUND, now, key)
+    window_start, resets_at = quota_window(key.period, now)
+    window = {"key_id": key.key_id, "window_start": window_start}
+    if await _throttled(key):
+        row = await database().one(USED_SQL, window)
+        used = row["requests"] if row else 0
+        return Admission(Outcome.THROTTLED, now, key, route, used, window_start, now + timedelta(seconds=1))
+    row = await database().one(ADMIT_SQL, {**window, "quota": key.quota})
+    if row is None:
+        return Admission(Outcome.LIMITED, now, key, route, key.quota, window_start, resets_at)
+    if key.last_used_stale:
+        await database().run(TOUCH_SQL, {"now": now, "key_id": key.key_id})
+    return Admission(Outcome.ADMITTED, now, key, route, row["requests"], window_start, resets_at)
+
+
+async def give_back(admission: Admission) -> None:
+    """Return an admitted request to the quota: the upstream failed before sending anything."""
+    await database().run(GIVE_BACK_SQL, {"key_id": admission.key.key_id, "window_start": admission.window_start})
+
+
+async def _throttled(key: KeyTerms) -> bool:
+    """The plan's per-second throttle, shared across processes through the cache.
+
+    If the cache is down the throttle lets requests through (it is a smoothing aid); the quota,
+    kept in the database, stays exact either way.
+    """
+    rate = throttle_rate(key.rate_limit, key.burst_limit)
+    if rate is None:
+        return False
+    try:
+        return await sync_to_async(is_ratelimited, thread_sensitive=False)(
+            None, group=f"throttle:{key.key_id}", key=lambda _g, _r: str(key.key_id), rate=rate, increment=True
+        )
+    except Exception:
+        log.warning("throttle cache unavailable; key %s not throttled", key.key_id)
+        return False

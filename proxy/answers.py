@@ -1,0 +1,99 @@
+"""The model API's refusals in its two styles: `/query`'s `{"message": ...}` and OpenAI's `{"error": {...}}`.
+
+Each style answers the same questions, so the views never build an error body themselves.
+"""
+
+from http import HTTPStatus
+
+from starlette.responses import JSONResponse
+
+from proxy.admission import Admission, Outcome
+from proxy.validation import InvalidRequest
+
+UNAVAILABLE_HEADERS = {"Retry-After": "5"}
+
+
+class QueryAnswers:
+    """`/query`: the seed's plain shape."""
+
+    @staticmethod
+    def message(status: int, text: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"message": text}, status_code=status, headers=headers)
+
+    def refused(self, admission: Admission) -> JSONResponse:
+        headers = admission.headers()
+        match admission.outcome:
+            case Outcome.FORBIDDEN:
+                return self.message(HTTPStatus.FORBIDDEN, "Forbidden")
+            case Outcome.MODEL_NOT_FOUND:
+                return self.message(HTTPStatus.NOT_FOUND, "Model not found")
+            case Outcome.THROTTLED:
+                return self.message(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests", headers)
+            case _:
+                return self.message(HTTPStatus.TOO_MANY_REQUESTS, "Limit Exceeded", headers)
+
+    def forbidden(self) -> JSONResponse:
+        return self.message(HTTPStatus.FORBIDDEN, "Forbidden")
+
+    def unavailable(self) -> JSONResponse:
+        return self.message(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable", UNAVAILABLE_HEADERS)
+
+    def bad_gateway(self) -> JSONResponse:
+        return self.message(HTTPStatus.BAD_GATEWAY, "Bad Gateway: the model did not answer. Nothing was counted.")
+
+    def invalid(self, exc: InvalidRequest) -> JSONResponse:
+        return self.message(exc.status, exc.message)
+
+
+class OpenAIAnswers:
+    """`/v1`: OpenAI's error shape, which the official SDKs turn into their own exception types."""
+
+    @staticmethod
+    def error(status: int, text: str, *, type_: str, code: str | None, headers: dict | None = None) -> JSONResponse:
+        body = {"error": {"message": text, "type": type_, "param": None, "code": code}}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def refused(self, admission: Admission) -> JSONResponse:
+        headers = admission.headers()
+        match admission.outcome:
+            case Outcome.FORBIDDEN:
+                return self.forbidden()
+            case Outcome.MODEL_NOT_FOUND:
+                text = "Model not found, or not one this key's plan may use. GET /v1/models lists them."
+                return self.error(HTTPStatus.NOT_FOUND, text, type_="invalid_request_error", code="model_not_found")
+            case Outcome.THROTTLED:
+                text = "Too Many Requests: this plan allows a limited number of requests per second."
+                return self.error(
+                    HTTPStatus.TOO_MANY_REQUESTS, text, type_="requests", code="rate_limit_exceeded", headers=headers
+                )
+            case _:
+                key = admission.key
+                text = (
+                    f"Limit Exceeded: {key.quota} requests per {key.period_word} used. "
+                    f"The quota resets in {admission.resets_in}."
+                )
+                return self.error(
+                    HTTPStatus.TOO_MANY_REQUESTS, text, type_="requests", code="rate_limit_exceeded", headers=headers
+                )
+
+    def forbidden(self) -> JSONResponse:
+        text = "Incorrect or missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key`."
+        return self.error(HTTPStatus.UNAUTHORIZED, text, type_="invalid_request_error", code="invalid_api_key")
+
+    def unavailable(self) -> JSONResponse:
+        text = "The quota store is unavailable; try again shortly."
+        return self.error(
+            HTTPStatus.SERVICE_UNAVAILABLE, text, type_="server_error", code="service_unavailable",
+            headers=UNAVAILABLE_HEADERS,
+        )  # fmt: skip
+
+    def bad_gateway(self) -> JSONResponse:
+        text = "The model did not answer. The request was not counted."
+        return self.error(HTTPStatus.BAD_GATEWAY, text, type_="server_error", code="upstream_error")
+
+    def invalid(self, exc: InvalidRequest) -> JSONResponse:
+        return self.error(exc.status, exc.message, type_="invalid_request_error", code=exc.code)
+
+
+QUERY = QueryAnswers()
+OPENAI = OpenAIAnswers()

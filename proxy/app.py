@@ -1,0 +1,91 @@
+"""The model API as its own ASGI app (Starlette), mounted by path in portal/asgi.py.
+
+`/query` and `/v1/...` take no session, cookie, CSRF or sign-in, so they skip Django's request
+handling: their work is a key lookup and one atomic statement, then a relay. Django keeps the
+pages, the key API, admin and allauth. CORS is open here (the key is the credential), and
+nowhere else.
+"""
+
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from proxy import views
+from proxy.db import close_database
+from proxy.upstreams import close_clients
+
+# The official openai JS SDK (with dangerouslyAllowBrowser) sends the x-stainless-* and openai-*
+# headers on every request; a preflight that refused them would make it unusable from a page.
+CORS_ALLOW_HEADERS = [
+    "accept", "authorization", "content-type", "x-api-key", "x-requested-with", "x-request-id",
+    "openai-organization", "openai-project", "x-stainless-arch", "x-stainless-lang", "x-stainless-os",
+    "x-stainless-package-version", "x-stainless-retry-count", "x-stainless-runtime",
+    "x-stainless-runtime-version", "x-stainless-timeout",
+]  # fmt: skip
+CORS_EXPOSE_HEADERS = [
+    "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+    "x-should-retry", "x-request-id",
+]  # fmt: skip
+
+
+def serves(path: str) -> bool:
+    """The paths this app answers; portal/asgi.py sends everything else to Django."""
+    return path == "/query" or path.startswith("/v1/")
+
+
+class AllowedHosts:
+    """DJANGO_ALLOWED_HOSTS holds here too, by Django's own rule (read per request, as Django does)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            domain, _port = split_domain_port(host)
+            if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+                response = JSONResponse({"message": "Bad Request: host not allowed"}, status_code=400)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"message": "Not Found"}, status_code=HTTPStatus.NOT_FOUND)
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette):
+    yield
+    await close_clients()
+    await close_database()
+
+
+def model_api_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/query", views.query, methods=["GET"]),
+            Route("/v1/chat/completions", views.chat_completions, methods=["POST"]),
+            Route("/v1/models", views.models, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(AllowedHosts),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=CORS_ALLOW_HEADERS,
+                expose_headers=CORS_EXPOSE_HEADERS,
+                max_age=600,
+            ),
+        ],
+        exception_handlers={HTTPStatus.NOT_FOUND: not_found},
+        lifespan=lifespan,
+    )

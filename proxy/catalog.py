@@ -1,0 +1,149 @@
+"""The models Tollgate serves, which plans may use them, and the fallbacks between them.
+
+Read from the database (`LanguageModel` rows, which `load_config` and admin write) plus the
+one-model shortcut of the environment (`LLM_BASE_URL`, `LLM_API_KEY`, `LLM_MODEL`); with neither,
+the built-in demo model answers. The hot path reads an in-process snapshot, rebuilt when a row
+changes in this process and at most `SNAPSHOT_SECONDS` after a change made by another process.
+"""
+
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from keys.models import Plan
+from proxy.models import Fallback, LanguageModel
+from proxy.upstreams import Upstream, UpstreamError, upstream_client
+
+SNAPSHOT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    client: Upstream = field(repr=False)
+    max_output_tokens: int | None = None
+    fallbacks: tuple[str, ...] = ()
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: dict[str, ServedModel]  # active models by name
+    grants: dict[int, frozenset[str]]  # plan id -> the models it grants; absent: every model
+    default: str
+
+    def for_plan(self, plan_id: int) -> list[ServedModel]:
+        granted = self.grants.get(plan_id)
+        return [m for name, m in sorted(self.models.items()) if granted is None or name in granted]
+
+    def route(self, plan_id: int, name: str | None) -> tuple[ServedModel, ...]:
+        """The model asked for (or the default) and its active fallbacks, in order; () if the
+        plan may not use it. Fallbacks are the operator's routing: they need no grant."""
+        name = name or self.default
+        granted = self.grants.get(plan_id)
+        model = self.models.get(name)
+        if model is None or (granted is not None and name not in granted):
+            return ()
+        return (model, *(self.models[f] for f in model.fallbacks if f in self.models))
+
+
+def catalog_build() -> Catalog:
+    """The catalog as the database and the environment define it now."""
+    models = {}
+    for row in LanguageModel.objects.filter(active=True).prefetch_related("fallback_links__to"):
+        models[row.name] = ServedModel(
+            name=row.name,
+            client=upstream_client(
+                base_url=row.base_url,
+                api_key=os.environ.get(row.api_key_env, "") if row.api_key_env else "",
+                model=row.upstream_model or row.name,
+            ),
+            max_output_tokens=row.max_output_tokens,
+            fallbacks=tuple(link.to.name for link in row.fallback_links.all()),
+            base_url=row.base_url,
+        )
+    if settings.LLM_MODEL not in models and (settings.LLM_BASE_URL or not models):
+        models[settings.LLM_MODEL] = ServedModel(
+            name=settings.LLM_MODEL,
+            client=upstream_client(
+                base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, model=settings.LLM_MODEL
+            ),
+            base_url=settings.LLM_BASE_URL,
+        )
+    grants: dict[int, set[str]] = {}
+    for plan_id, name in Plan.models.through.objects.values_list("plan_id", "languagemodel__name"):
+        grants.setdefault(plan_id, set()).add(name)
+    default = settings.LLM_MODEL if settings.LLM_MODEL in models else min(models)
+    return Catalog(models=models, grants={k: frozenset(v) for k, v in grants.items()}, default=default)
+
+
+class Snapshot:
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self.taken_at = 0.0
+
+    def forget(self, **_signal) -> None:
+        self.catalog = None
+
+    async def get(self) -> Catalog:
+        if self.catalog is None or time.monotonic() - self.taken_at > SNAPSHOT_SECONDS:
+            self.catalog = await sync_to_async(_built_and_closed, thread_sensitive=False)()
+            self.taken_at = time.monotonic()
+        return self.catalog
+
+
+def _built_and_closed() -> Catalog:
+    try:
+        return catalog_build()
+    finally:
+        close_old_connections()  # this worker thread's connection goes back, as after a request
+
+
+snapshot = Snapshot()
+for sender in (LanguageModel, Fallback, Plan):
+    post_save.connect(snapshot.forget, sender=sender, weak=False)
+    post_delete.connect(snapshot.forget, sender=sender, weak=False)
+m2m_changed.connect(snapshot.forget, sender=Plan.models.through, weak=False)
+
+
+async def catalog() -> Catalog:
+    return await snapshot.get()
+
+
+# --- fallbacks ------------------------------------------------------------------------------
+
+
+async def complete(route: Sequence[ServedModel], body: dict) -> tuple[ServedModel, dict]:
+    """The first model on the route that answers; UpstreamError when none does."""
+    error = UpstreamError("no model to ask")
+    for model in route:
+        try:
+            return model, await model.client.complete(body)
+        except UpstreamError as exc:
+            error = exc
+            if not exc.retryable:
+                break
+    raise error
+
+
+async def open_stream(route: Sequence[ServedModel], body: dict) -> tuple[ServedModel, str, AsyncIterator[str]]:
+    """The first model on the route whose stream starts: it, its first text, and the rest."""
+    error = UpstreamError("no model to ask")
+    for model in route:
+        stream = model.client.stream(body)
+        try:
+            async for text in stream:
+                if text:
+                    return model, text, stream
+            return model, "", stream
+        except UpstreamError as exc:
+            error = exc
+            if not exc.retryable:
+                break
+    raise error

@@ -1,0 +1,61 @@
+"""The model catalog: the models Tollgate serves, each from its own OpenAI-compatible upstream."""
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable's name, like FAST_API_KEY.")
+
+
+class LanguageModel(models.Model):
+    """What clients send as `model`, and where Tollgate sends it.
+
+    The upstream's secret is never stored: `api_key_env` names the environment variable that holds it.
+    """
+
+    name = models.CharField(max_length=100, unique=True, help_text="What clients send as `model`.")
+    base_url = models.URLField(
+        max_length=300, help_text="An OpenAI-compatible base URL, e.g. https://api.example.com/v1"
+    )
+    upstream_model = models.CharField(
+        max_length=100, blank=True, help_text="The model's name upstream; empty means the same as `name`."
+    )
+    api_key_env = models.CharField(
+        "API key variable",
+        max_length=100,
+        blank=True,
+        validators=[ENV_NAME],
+        help_text="The NAME of the environment variable holding the upstream's bearer token.",
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Optional cap on the tokens one answer may produce."
+    )
+    fallbacks = models.ManyToManyField("self", through="Fallback", symmetrical=False, related_name="+", blank=True)
+    active = models.BooleanField(default=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Fallback(models.Model):
+    """`to` is tried when `model`'s upstream fails before its first byte, in `position` order."""
+
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="fallback_links")
+    to = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["model", "position"]
+        constraints = [models.UniqueConstraint(fields=["model", "to"], name="one_fallback_link_per_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.to}"
+
+    def clean(self) -> None:
+        if self.model_id is not None and self.model_id == self.to_id:
+            raise ValidationError({"to": "A model cannot fall back to itself."})

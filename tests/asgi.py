@@ -1,0 +1,103 @@
+"""The whole app in this process, as production mounts it (portal.asgi.application), driven through
+httpx.ASGITransport on one event loop that lives for the test session.
+
+One loop, so the model API's connections (psycopg's async pool on PostgreSQL) are made once and
+closed at the end. The app runs in the loop's own thread with its own database connections, so
+tests that call it use committed data: `transactional_db`.
+"""
+
+import json
+from contextlib import ExitStack
+
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from django.conf import settings
+from django.test import Client
+
+_stack = ExitStack()
+_portal: BlockingPortal | None = None
+
+
+def portal() -> BlockingPortal:
+    global _portal
+    if _portal is None:
+        _portal = _stack.enter_context(start_blocking_portal())
+    return _portal
+
+
+def close() -> None:
+    """At the end of the session: the loop's connections, then the loop."""
+    global _portal
+    if _portal is not None:
+        from proxy.db import close_database
+        from proxy.upstreams import close_clients
+
+        _portal.call(close_clients)
+        _portal.call(close_database)
+        _stack.close()
+        _portal = None
+
+
+class Fetched:
+    """An answer with its whole body read."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.cookies = response.cookies
+        self.content = response.content
+
+    def __getitem__(self, header: str) -> str:
+        return self.headers[header]
+
+    def json(self):
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+
+CSRF_TOKEN = "t" * 32  # Django accepts its unmasked form in the header
+
+
+def signed_in_cookies(user) -> dict[str, str]:
+    client = Client()
+    client.force_login(user)
+    return {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}
+
+
+def fetch(
+    method: str, path: str, *, user=None, csrf: bool = True, data=None, content_type=None, headers=None, **kwargs
+) -> Fetched:
+    """One request to the app, as the Django test client takes it: `data` is the query string of a
+    GET, else the body (JSON-encoded for `content_type="application/json"`, a form without one).
+    With `user`, the request is signed in and carries a CSRF token unless `csrf=False`."""
+    headers = dict(headers or {})
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+        if data is not None and content_type == "application/json" and not isinstance(data, str | bytes):
+            data = json.dumps(data)
+        if data is not None:
+            kwargs["content"], data = data, None
+    cookies = {}
+    if user is not None:
+        cookies = signed_in_cookies(user)
+        if csrf:
+            cookies[settings.CSRF_COOKIE_NAME] = CSRF_TOKEN
+            headers["X-CSRFToken"] = CSRF_TOKEN
+    if data is not None:
+        kwargs["params" if method.lower() in ("get", "options", "head", "delete") else "data"] = data
+
+    # Header values as bytes, so that tests can send any latin-1 value, as a raw client can.
+    headers = {name: value.encode("latin-1") if isinstance(value, str) else value for name, value in headers.items()}
+
+    async def go() -> Fetched:
+        from portal.asgi import application
+
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", cookies=cookies) as client:
+            return Fetched(await client.request(method.upper(), path, headers=headers, **kwargs))
+
+    return portal().call(go)
