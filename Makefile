@@ -23,6 +23,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 setup: $(VENV)/.run-installed
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
+	@# TOLLGATE_CONFIG=tollgate.toml: the models and plans as code, loaded on every start.
+	if [ -n "$$TOLLGATE_CONFIG" ]; then \
+		DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_config "$$TOLLGATE_CONFIG"; fi
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput -v 0
 
 run: setup

@@ -10,8 +10,9 @@ from keys.models import ApiKey, AuditEvent, Plan, Usage
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
     list_display = ["name", "quota", "period", "rate_limit", "burst_limit", "active", "aws_id"]
-    list_filter = ["period", "active"]
+    list_filter = ["period", "active", "models"]
     search_fields = ["name"]
+    filter_horizontal = ["models"]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # In aws mode the plans live in API Gateway: refresh the rows from it first.

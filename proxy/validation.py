@@ -56,7 +56,8 @@ def _text_of(content) -> str:
 
 
 def parse_chat_body(raw: bytes) -> dict:
-    """A `/v1/chat/completions` body, checked; returns what may be sent upstream."""
+    """A `/v1/chat/completions` body, checked; returns what may be sent upstream, and `model`
+    (None when not given), the name of the catalog model to send it to."""
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidRequest("Request body too large (1 MB at most).", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     try:
@@ -83,7 +84,7 @@ def parse_chat_body(raw: bytes) -> dict:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("`stream` must be true or false.", code="invalid_type")
-    result = {"messages": clean, "stream": stream}
+    result = {"messages": clean, "stream": stream, "model": body.get("model")}
     for name, kinds in PASSTHROUGH.items():
         if name in body and body[name] is not None:
             value = body[name]

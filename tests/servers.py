@@ -99,7 +99,7 @@ class ThreadedServer:
 class StandinUpstream:
     """An OpenAI-compatible model on a real socket, whose behaviour each test sets.
 
-    mode: "ok" streams `chunks` with `gap` seconds between them; "error" answers 500;
+    mode: "ok" streams `chunks` with `gap` seconds between them; "error" answers `error_status`;
     "drop" sends the first chunk and then cuts the connection; "stall" waits `stall` seconds.
     """
 
@@ -108,6 +108,7 @@ class StandinUpstream:
 
     def reset(self) -> None:
         self.mode = "ok"
+        self.error_status = 500
         self.chunks = ["Hello", " from", " the", " stand-in", " model."]
         self.gap = 0.0
         self.stall = 30.0
@@ -132,7 +133,7 @@ class StandinUpstream:
         body = json.loads(raw or b"{}")
         self.bodies.append(body)
         if self.mode == "error":
-            await self._json(send, 500, {"error": {"message": "boom"}})
+            await self._json(send, self.error_status, {"error": {"message": "boom"}})
             return
         if self.mode == "stall":
             await asyncio.sleep(self.stall)

@@ -1,0 +1,337 @@
+"""`tollgate.toml`: the model catalog and the plans as code, loaded by `manage.py load_config`.
+
+The whole file is checked before anything is written, so a bad file changes nothing. A good one is
+applied in one transaction, by name, and writes only what differs: loading it twice writes nothing.
+"""
+
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from keys.models import Plan
+from proxy.models import Fallback, LanguageModel
+
+
+class ConfigError(Exception):
+    """The file cannot be loaded; the message names the entry and the field."""
+
+
+# Checks: each returns the file's value, or raises ValueError saying what it should have been.
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _refused(expected: str, value: Any) -> ValueError:
+    return ValueError(f"must be {expected}, not {_shown(value)}")
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _refused("a string", value)
+    return value
+
+
+def nonblank(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _refused("a non-empty string", value)
+    return value
+
+
+def http_url(value: Any) -> str:
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise _refused("an http:// or https:// URL", value)
+    return value
+
+
+def count(value: Any) -> int:
+    # In Python a bool is an int, but `rate = true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _refused("a whole number", value)
+    if value < 1:
+        raise _refused("at least 1", value)
+    return value
+
+
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _refused("true or false", value)
+    return value
+
+
+def period(value: Any) -> str:
+    if value not in Plan.Period.values:
+        raise _refused("DAY, WEEK or MONTH", value)
+    return value
+
+
+def model_names(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise _refused("a list of model names", value)
+    for item in value:
+        if value.count(item) > 1:
+            raise ValueError(f'names "{item}" twice')
+    return value
+
+
+REQUIRED = object()
+
+
+class Field(NamedTuple):
+    attr: str  # the model's field
+    check: Callable[[Any], Any]
+    default: Any  # when the file leaves the key out; REQUIRED makes that an error
+
+
+class Schema(NamedTuple):
+    table: str  # as in [[model]]
+    db_model: type[models.Model]
+    fields: dict[str, Field]
+    links: str  # the key naming other models, set once every model has its row
+
+
+MODEL = Schema(
+    "model",
+    LanguageModel,
+    {
+        "name": Field("name", nonblank, REQUIRED),
+        "base_url": Field("base_url", http_url, REQUIRED),
+        "upstream_model": Field("upstream_model", text, ""),
+        "api_key_env": Field("api_key_env", text, ""),
+        "max_output_tokens": Field("max_output_tokens", count, None),
+        "active": Field("active", flag, True),
+        "fallbacks": Field("fallbacks", model_names, []),
+    },
+    links="fallbacks",
+)
+
+PLAN = Schema(
+    "plan",
+    Plan,
+    {
+        "name": Field("name", nonblank, REQUIRED),
+        "requests": Field("quota", count, REQUIRED),
+        "period": Field("period", period, REQUIRED),
+        "rate": Field("rate_limit", count, None),
+        "burst": Field("burst_limit", count, None),
+        "description": Field("description", text, ""),
+        "active": Field("active", flag, True),
+        "models": Field("models", model_names, []),
+        # The token budget's keys join here with the Plan fields that hold them:
+        # "tokens": Field("token_quota", count, None),
+        # "max_output_tokens": Field("max_output_tokens", count, None),
+    },
+    links="models",
+)
+
+
+@dataclass
+class Entry:
+    """One [[model]] or [[plan]] table, checked: its field values, and the model names it links to."""
+
+    name: str
+    values: dict[str, Any]
+    links: list[str]  # a model's fallbacks, in order; the models a plan grants
+
+
+@dataclass
+class Tally:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.deactivated} deactivated"
+        )
+
+
+@dataclass
+class Summary:
+    models: Tally = field(default_factory=Tally)
+    plans: Tally = field(default_factory=Tally)
+
+
+def config_load(*, path: Path, prune: bool = False) -> Summary:
+    """Upsert the models and plans of the file at `path`; `prune` deactivates those it does not name."""
+    document = config_read(path=path)
+    model_entries = _entries(document, MODEL)
+    plan_entries = _entries(document, PLAN)
+    try:
+        # The links are checked against the rows in the transaction that writes, so they cannot go stale.
+        with transaction.atomic():
+            _check_links(model_entries, plan_entries)
+            return _apply(model_entries, plan_entries, prune=prune)
+    except IntegrityError as exc:
+        # Only a race gets here: someone made a row of the same name meanwhile. All of it was rolled back.
+        raise ConfigError(f"the database refused it, as the rows changed meanwhile ({exc}); load it again") from exc
+
+
+def config_read(*, path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 text: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"is not valid TOML: {exc}") from exc
+    for key in document:
+        if key not in ("model", "plan"):
+            raise ConfigError(f'unknown top-level key "{key}": the file holds [[model]] and [[plan]] tables')
+    return document
+
+
+def _entries(document: dict, schema: Schema) -> list[Entry]:
+    tables = document.get(schema.table, [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError(f"{schema.table} must be a list of tables: write each one under [[{schema.table}]]")
+    entries: dict[str, Entry] = {}
+    for number, table in enumerate(tables, 1):
+        entry = _entry(schema, number, table)
+        if entry.name in entries:
+            raise ConfigError(f'{schema.table} "{entry.name}": the name is used by two [[{schema.table}]] entries')
+        entries[entry.name] = entry
+    return list(entries.values())
+
+
+def _entry(schema: Schema, number: int, table: dict) -> Entry:
+    given = table.get("name")
+    label = f'{schema.table} "{given}"' if isinstance(given, str) and given.strip() else f"{schema.table} #{number}"
+    for key in table:
+        if key not in schema.fields:
+            raise ConfigError(f'{label}: unknown field "{key}"')
+    values = {}
+    for key, (attr, check, default) in schema.fields.items():
+        if key not in table:
+            if default is REQUIRED:
+                raise ConfigError(f'{label}: missing field "{key}"')
+            values[attr] = default
+            continue
+        try:
+            values[attr] = check(table[key])
+        except ValueError as exc:
+            raise ConfigError(f"{label}: {key} {exc}") from None
+    links = values.pop(schema.fields[schema.links].attr)
+    # The model's own validators have the last word (URL syntax, variable names, lengths, ranges).
+    row = schema.db_model(**values)
+    try:
+        row.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        raise ConfigError(f"{label}: {_first_problem(exc, schema, table)}") from None
+    return Entry(values["name"], {attr: getattr(row, attr) for attr in values}, links)
+
+
+def _first_problem(error: ValidationError, schema: Schema, table: dict) -> str:
+    attr, messages = next(iter(error.message_dict.items()))
+    key = next((key for key, spec in schema.fields.items() if spec.attr == attr), None)
+    if key is None:
+        return messages[0]
+    return f"{key} {_shown(table.get(key))} is refused: {messages[0]}"
+
+
+def _check_links(model_entries: list[Entry], plan_entries: list[Entry]) -> None:
+    known = {entry.name for entry in model_entries} | set(LanguageModel.objects.values_list("name", flat=True))
+    for entry in model_entries:
+        for to in entry.links:
+            if to == entry.name:
+                raise ConfigError(f'model "{entry.name}": fallbacks: a model cannot fall back to itself')
+            if to not in known:
+                raise ConfigError(f'model "{entry.name}": fallbacks: no model is named "{to}"')
+    # The fallbacks as they will be: the file's for the models it names, the database's for the others.
+    graph: dict[str, list[str]] = {}
+    for source, to in Fallback.objects.values_list("model__name", "to__name"):
+        graph.setdefault(source, []).append(to)
+    graph.update({entry.name: entry.links for entry in model_entries})
+    for entry in model_entries:
+        if cycle := _cycle_through(entry.name, graph):
+            raise ConfigError(f'model "{entry.name}": fallbacks make a cycle: {" → ".join(cycle)}')
+    for entry in plan_entries:
+        for granted in entry.links:
+            if granted not in known:
+                raise ConfigError(f'plan "{entry.name}": models: no model is named "{granted}"')
+
+
+def _cycle_through(start: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """A path of fallbacks from `start` back to itself, if there is one."""
+    paths = [[start]]
+    seen = {start}
+    while paths:
+        path = paths.pop()
+        for to in graph.get(path[-1], []):
+            if to == start:
+                return [*path, start]
+            if to not in seen:
+                seen.add(to)
+                paths.append([*path, to])
+    return None
+
+
+def _apply(model_entries: list[Entry], plan_entries: list[Entry], *, prune: bool) -> Summary:
+    summary = Summary()
+    rows = [(_upsert(LanguageModel, entry), entry) for entry in model_entries]
+    ids = dict(LanguageModel.objects.values_list("name", "id"))
+    # Fallbacks only once every model has its row, as they may point forward in the file.
+    for (row, outcome), entry in rows:
+        if _set_fallbacks(row, [ids[to] for to in entry.links]) and outcome == "unchanged":
+            row.save(update_fields=["updated"])  # `updated` says when the model's settings last changed
+            outcome = "updated"
+        summary.models.add(outcome)
+    for entry in plan_entries:
+        row, outcome = _upsert(Plan, entry)
+        if _set_grants(row, {ids[granted] for granted in entry.links}) and outcome == "unchanged":
+            outcome = "updated"
+        summary.plans.add(outcome)
+    if prune:
+        named_models = [entry.name for entry in model_entries]
+        summary.models.deactivated = (
+            LanguageModel.objects.filter(active=True)
+            .exclude(name__in=named_models)
+            .update(active=False, updated=timezone.now())
+        )
+        named_plans = [entry.name for entry in plan_entries]
+        summary.plans.deactivated = Plan.objects.filter(active=True).exclude(name__in=named_plans).update(active=False)
+    return summary
+
+
+def _upsert(db_model: type[models.Model], entry: Entry) -> tuple[Any, str]:
+    row = db_model.objects.select_for_update().filter(name=entry.name).first()
+    if row is None:
+        return db_model.objects.create(**entry.values), "created"
+    changed = {attr: value for attr, value in entry.values.items() if getattr(row, attr) != value}
+    if not changed:
+        return row, "unchanged"
+    for attr, value in changed.items():
+        setattr(row, attr, value)
+    row.save()
+    return row, "updated"
+
+
+def _set_fallbacks(row: LanguageModel, wanted: list[int]) -> bool:
+    if list(row.fallback_links.order_by("position").values_list("to_id", flat=True)) == wanted:
+        return False
+    row.fallback_links.all().delete()
+    Fallback.objects.bulk_create(Fallback(model=row, to_id=to, position=i) for i, to in enumerate(wanted))
+    return True
+
+
+def _set_grants(row: Plan, wanted: set[int]) -> bool:
+    if set(row.models.values_list("id", flat=True)) == wanted:
+        return False
+    row.models.set(wanted)
+    return True
