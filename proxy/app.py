@@ -6,10 +6,11 @@ pages, the key API, admin and allauth. CORS is open here (the key is the credent
 nowhere else.
 """
 
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from proxy import views
-from proxy.db import close_database
+from proxy.catalog import catalog
+from proxy.db import QuotaStoreUnavailable, close_database, database
 from proxy.upstreams import close_clients
 
 # The official openai JS SDK (with dangerouslyAllowBrowser) sends the x-stainless-* and openai-*
@@ -63,6 +65,12 @@ async def not_found(request: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(app: Starlette):
+    # Open the connections and read the catalog before the first request, which would otherwise
+    # pay for both (a p99 outlier right after a start). A database that is down now is no reason
+    # not to start: requests answer 503 until it is back.
+    with suppress(QuotaStoreUnavailable, DatabaseError):
+        await database().one("SELECT 1 AS up", {})
+        await catalog()
     yield
     await close_clients()
     await close_database()

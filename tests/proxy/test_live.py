@@ -38,7 +38,7 @@ def test_v1_streams_chunks_as_the_model_produces_them(live, standin, key_and_sec
     _, secret = key_and_secret
     standin.gap = 0.3
     arrivals = []
-    payload = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    payload = {"model": "demo", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with httpx.stream(
         "POST", f"{live}/v1/chat/completions", json=payload, headers={"Authorization": f"Bearer {secret}"}
     ) as r:
