@@ -45,8 +45,9 @@ def metadata(args) -> dict:
 
 
 def finish(results: dict) -> None:
-    """Load results become plain dicts; the targets are checked."""
-    for figures in [results["direct"], *results["backends"].values()]:
+    """Load results become plain dicts; the targets are checked; Tollgate is compared with its peers."""
+    peers = {name: f for name, f in results.get("peers", {}).items() if "skipped" not in f}
+    for figures in [results["direct"], *results["backends"].values(), *peers.values()]:
         for run in ("c1", "c32"):
             if isinstance(figures.get(run), loadgen.LoadResult):
                 result = figures[run]
@@ -59,6 +60,9 @@ def finish(results: dict) -> None:
     for figures in measured(results):
         figures["added_ms"] = added_latency(figures, direct)
         figures["first_byte_overhead_ms"] = first_byte_overhead(figures, direct)
+    for peer in peers.values():
+        peer["added_ms"] = added_latency(peer, direct)
+        peer["tollgate_ratios"] = {b: ratios(f, peer) for b, f in results["backends"].items() if "skipped" not in f}
     results["targets"] = targets(results)
 
 
@@ -71,6 +75,21 @@ def added_latency(figures: dict, direct: dict) -> dict:
     return {
         run: {p: round(figures[run][f"{p}_ms"] - direct[run][f"{p}_ms"], 2) for p in ("p50", "p99")}
         for run in ("c1", "c32")
+    }
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """None where a figure is below zero or the denominator zero (an added latency lost in the noise)."""
+    return round(numerator / denominator, 2) if denominator > 0 and numerator >= 0 else None
+
+
+def ratios(tollgate: dict, peer: dict) -> dict:
+    """Tollgate's req/s over the peer's at 32 connections; the peer's added latency over Tollgate's at 1."""
+    ours, theirs = tollgate["added_ms"]["c1"], peer["added_ms"]["c1"]
+    return {
+        "req_per_s": ratio(tollgate["c32"]["ok_rate"], peer["c32"]["ok_rate"]),
+        "added_p50": ratio(theirs["p50"], ours["p50"]),
+        "added_p99": ratio(theirs["p99"], ours["p99"]),
     }
 
 
@@ -121,6 +140,27 @@ def table(header: list[str], rows: list[list], *, indent: str = "   ") -> list[s
     ]
 
 
+PEER_NAMES = {"litellm": "LiteLLM Proxy"}
+
+
+def print_peer(name: str, f: dict, conns: int, say: Callable[[str], None]) -> None:
+    """The peer's CPU, and Tollgate's figures as ratios to the peer's, per database."""
+
+    def each(key: str) -> str:
+        found = [(b, r[key]) for b, r in f["tollgate_ratios"].items()]
+        return ", ".join(f"{r:.1f}x ({b})" if r is not None else f"n/a ({b})" for b, r in found) or "-"
+
+    say(f"\n   Peer: {name} {f['version']}, 2 workers, master key, no database: `{f['command']}`")
+    cpu = f["cpu"]
+    say(
+        f"   its workers used {cpu['litellm']} cores, {f['cpu_ms_per_request']} CPU ms/request "
+        f"(stand-in {cpu['stand-in']}, wrk {cpu['wrk']}, machine {cpu['machine']})"
+    )
+    say(f"   Tollgate/{name} 200/s at {conns} connections: {each('req_per_s')}")
+    say(f"   {name} added p50 / Tollgate added p50, 1 connection: {each('added_p50')}")
+    say(f"   {name} added p99 / Tollgate added p99, 1 connection: {each('added_p99')}")
+
+
 def print_report(results: dict, say: Callable[[str], None]) -> None:
     meta, direct = results["meta"], results["direct"]
     rows_of = [("direct to stand-in", direct)] + [
@@ -136,10 +176,15 @@ def print_report(results: dict, say: Callable[[str], None]) -> None:
         if "skipped" in figures:
             say(f"Tollgate on {backend}: skipped ({figures['skipped']})")
 
+    peers = {name: f for name, f in results.get("peers", {}).items() if "skipped" not in f}
+    for name, figures in results.get("peers", {}).items():
+        if "skipped" in figures:
+            say(f"peer {name}: skipped ({figures['skipped']})")
+
     conns = meta["connections"]
-    say("\n1+2. POST /v1/chat/completions, non-streaming; latency in ms; 'added' = Tollgate minus direct")
+    say("\n1+2. POST /v1/chat/completions, non-streaming; latency in ms; 'added' = Tollgate (or the peer) minus direct")
     rows = []
-    for name, f in rows_of:
+    for name, f in rows_of + [(PEER_NAMES.get(p, p), f) for p, f in peers.items()]:
         for run, n in (("c1", 1), ("c32", conns)):
             added = f.get("added_ms", {}).get(run, {})
             rows.append(
@@ -157,6 +202,9 @@ def print_report(results: dict, say: Callable[[str], None]) -> None:
             )
     for line in table(["", "conns", "p50", "p99", "added p50", "added p99", "req/s", "200/s", "errors"], rows):
         say(line)
+
+    for peer, f in peers.items():
+        print_peer(PEER_NAMES.get(peer, peer), f, conns, say)
 
     say(f"\n   CPU during the {conns}-connection runs, in cores ({meta['cpus']} = the whole machine busy):")
     groups = ["tollgate", "stand-in", "wrk", "postgres", "other", "machine"]

@@ -20,6 +20,8 @@ CPU milliseconds per request and shows whether anything else was using the machi
 
 Prints a table and writes bench/results.json and bench/results.png; server logs go to bench/out/.
 `--profile` also samples the workers with py-spy under the 32-connection load (bench/out/profile-*).
+`--peers` also measures LiteLLM Proxy (bench/peers.py) against the same stand-in for 1 and 2, and
+reports Tollgate's figures as ratios to it.
 `python bench/run.py --help` lists the knobs.
 """
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cpu  # noqa: E402
 import loadgen  # noqa: E402
+import peers  # noqa: E402
 import pyspy  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
@@ -83,6 +86,11 @@ def parse_args() -> argparse.Namespace:
         "--settings",
         default="portal.settings",
         help="DJANGO_SETTINGS_MODULE for Tollgate, to measure a settings variant without editing portal/",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help=f"also measure LiteLLM Proxy {peers.LITELLM_VERSION} (installed into bench/out/ on first use)",
     )
     p.add_argument("--no-chart", action="store_true", help="skip bench/results.png")
     return p.parse_args()
@@ -247,6 +255,33 @@ def measure_backend(backend: str, args, tmp: Path, upstream: servers.Server) -> 
     return out
 
 
+def measure_litellm(args, upstream: servers.Server) -> dict:
+    """LiteLLM Proxy, 2 workers, master key, no database: 1 and 2 as for Tollgate, on its master key."""
+    say(f"\n== peer: LiteLLM Proxy {peers.LITELLM_VERSION}")
+    problem = peers.install(OUT, say)
+    if problem:
+        say(f"   skipped: {problem}")
+        return {"skipped": problem}
+    try:
+        server, key = peers.start_litellm(OUT, upstream.url)
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"   skipped: {exc}")
+        return {"skipped": str(exc).splitlines()[0]}
+    out: dict = {"version": peers.LITELLM_VERSION, "command": " ".join(["litellm", *server.command[1:]])}
+    with server:
+        url = chat_url(server.url)
+        say(f"   litellm --num_workers 2 on {server.url}, workers {server.worker_pids()}, log {server.log}")
+        warm = load(url, key, args.connections, 2)
+        if warm.errors:
+            say(f"   warning: {warm.errors} errors while warming up: {warm.statuses}")
+        say(f"   1 connection, {args.latency_seconds:g} s; {args.connections} connections, {args.seconds:g} s")
+        out["c1"] = load(url, key, 1, args.latency_seconds)
+        groups = {"litellm": set(server.worker_pids()), "stand-in": {upstream.pid}}
+        out["c32"], out["cpu"] = load_with_cpu(url, key, args, groups)
+        out["cpu_ms_per_request"] = cpu_ms_per_request(out["cpu"], "litellm", out["c32"])
+    return out
+
+
 def profile_under_load(backend: str, tollgate: servers.Server, url: str, key: str, args) -> dict:
     """py-spy on both workers under wrk: a wall-clock flame graph of one, GIL-only stacks of the other."""
     OUT.mkdir(exist_ok=True)
@@ -322,7 +357,7 @@ def main() -> None:
     args = parse_args()
     raise_open_files_limit()
     started = time.monotonic()
-    results: dict = {"meta": report.metadata(args), "backends": {}, "open_streams": {}}
+    results: dict = {"meta": report.metadata(args), "backends": {}, "open_streams": {}, "peers": {}}
     say(f"load: {results['meta']['load_tool']}; streams: {results['meta']['stream_tool']}")
     busy = results["meta"]["busy_before"] = round(cpu.machine_busy(2.0), 3)
     say(f"machine busy before the run: {busy:.0%} of all cores")
@@ -340,6 +375,8 @@ def main() -> None:
             results["direct"] = measure_direct(upstream, args)
             for backend in names(args.backends):
                 results["backends"][backend] = measure_backend(backend, args, tmp, upstream)
+            if args.peers:
+                results["peers"]["litellm"] = measure_litellm(args, upstream)
             if args.open_streams:
                 for backend in names(args.open_backends):
                     results["open_streams"][backend] = measure_open_streams(backend, args, tmp, upstream)

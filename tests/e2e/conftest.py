@@ -44,13 +44,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: here in item.path.parents)
 
 
-@pytest.fixture(autouse=True)
-def async_unsafe_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM calls
-    # from a thread with a running loop. Here (and only here) the test body's ORM calls are meant.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     # Keep each phase's report on the test, so fixtures can tell in teardown that it failed.
@@ -71,7 +64,11 @@ def tollgate(django_db_setup) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
+    # Playwright's sync API keeps an event loop running in this thread while the browser lives, and
+    # Django refuses ORM calls from a thread with a running loop. The browser tests' own ORM calls
+    # (fixtures, checks, the database flush between tests) are meant: allow them here, only here.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
