@@ -27,16 +27,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
     ]
     list_filter = ["active"]
     search_fields = ["name", "upstream_model", "base_url", "api_key_env"]
-    fields = [
-        "name",
-        "base_url",
-        "upstream_model",
-        "api_key_env",
-        "api_key_status",
-        "max_output_tokens",
-        "active",
-        "updated",
-    ]
+    fields = [*list_display, "updated"]
     readonly_fields = ["api_key_status", "updated"]
     inlines = [FallbackInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

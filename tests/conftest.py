@@ -7,7 +7,7 @@ from keys import services
 from keys.models import Plan
 from proxy.catalog import snapshot
 from tests import asgi
-from tests.servers import StandinUpstream, ThreadedServer, tollgate_server
+from tests.servers import standin_upstream, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -105,9 +105,7 @@ def apigw(settings):
 
 @pytest.fixture(scope="session")
 def standin():
-    app = StandinUpstream()
-    with ThreadedServer(app) as server:
-        app.url = server.url
+    with standin_upstream() as app:
         yield app
 
 

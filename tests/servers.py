@@ -175,6 +175,15 @@ class StandinUpstream:
         await send({"type": "http.response.body", "body": body})
 
 
+@contextmanager
+def standin_upstream():
+    """A StandinUpstream served on a loopback port; its `url` is set."""
+    app = StandinUpstream()
+    with ThreadedServer(app) as server:
+        app.url = server.url
+        yield app
+
+
 class TcpProxy:
     """A loopback TCP proxy whose link can be cut and restored, to stop a service mid-load
     (PostgreSQL, Redis) without stopping the real server others may be using."""

@@ -13,7 +13,7 @@ import pytest
 from keys.models import Usage
 from proxy.models import Fallback, LanguageModel
 from tests.asgi import fetch
-from tests.servers import StandinUpstream, ThreadedServer, free_port, tollgate_server
+from tests.servers import free_port, standin_upstream, tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,9 +22,7 @@ HELLO = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def second():
-    app = StandinUpstream()
-    with ThreadedServer(app) as server:
-        app.url = server.url
+    with standin_upstream() as app:
         yield app
 
 
