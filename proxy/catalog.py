@@ -29,7 +29,6 @@ class ServedModel:
     client: Upstream = field(repr=False)
     max_output_tokens: int | None = None
     fallbacks: tuple[str, ...] = ()
-    base_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,6 @@ def catalog_build() -> Catalog:
             ),
             max_output_tokens=row.max_output_tokens,
             fallbacks=tuple(link.to.name for link in row.fallback_links.all()),
-            base_url=row.base_url,
         )
     if settings.LLM_MODEL not in models and (settings.LLM_BASE_URL or not models):
         models[settings.LLM_MODEL] = ServedModel(
@@ -74,7 +72,6 @@ def catalog_build() -> Catalog:
             client=upstream_client(
                 base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, model=settings.LLM_MODEL
             ),
-            base_url=settings.LLM_BASE_URL,
         )
     grants: dict[int, set[str]] = {}
     for plan_id, name in Plan.models.through.objects.values_list("plan_id", "languagemodel__name"):

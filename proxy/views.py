@@ -94,9 +94,14 @@ def presented_key(request: Request, *, bearer: bool) -> str:
     return key
 
 
+def key_in_url(request: Request) -> bool:
+    """Keys in URLs end up in logs and browser history: such requests are refused outright."""
+    return any(name in request.query_params for name in KEY_QUERY_PARAMS)
+
+
 async def admit_request(request: Request, *, bearer: bool, model: str | None) -> Admission | None:
-    """None when the key came in the URL: keys there end up in logs and browser history."""
-    if any(name in request.query_params for name in KEY_QUERY_PARAMS):
+    """None when the key came in the URL."""
+    if key_in_url(request):
         return None
     client_ip = request.client.host if request.client else None
     return await admit(presented=presented_key(request, bearer=bearer), model=model, client_ip=client_ip)
@@ -180,7 +185,7 @@ async def chat_completions(request: Request) -> Response:
 @model_api(OPENAI)
 async def models(request: Request) -> Response:
     """The models this key's plan may use."""
-    if any(name in request.query_params for name in KEY_QUERY_PARAMS):
+    if key_in_url(request):
         return OPENAI.forbidden()
     key = await authenticate(presented=presented_key(request, bearer=True), now=timezone.now())
     if key is None:
