@@ -23,6 +23,15 @@ class Plan(models.Model):
     burst_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Optional throttle: requests allowed in one second at most."
     )
+    token_quota = models.PositiveBigIntegerField(
+        "token budget",
+        null=True,
+        blank=True,
+        help_text="Optional: tokens (prompt and answer) allowed in each period (local backend).",
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Optional cap on each request's answer, in tokens (local backend)."
+    )
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True, help_text="Inactive plans are not offered for new keys.")
     aws_id = models.CharField(
@@ -117,11 +126,16 @@ class ApiKey(models.Model):
 
 
 class Usage(models.Model):
-    """Requests admitted for one key in one quota window (the window's first day, UTC)."""
+    """Requests admitted and tokens charged for one key in one quota window (its first day, UTC).
+
+    `tokens` holds each settled request at what the upstream reported and each request still in
+    flight at its reservation (see proxy/budget.py), so it never understates what was spent.
+    """
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage")
     window_start = models.DateField()
     requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-window_start"]

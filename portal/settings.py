@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "django_filters",
     "drf_spectacular",
     "csp",
     "allauth",
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "portal",
     "keys",
     "proxy",
+    "activity",
     "chat",
 ]
 

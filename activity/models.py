@@ -1,0 +1,82 @@
+"""What each model API request did (the request log), and the usage alerts sent about keys."""
+
+from django.conf import settings
+from django.db import models
+
+from keys.models import ApiKey
+
+
+class RequestLog(models.Model):
+    """One model API request that reached a key. Never the prompt or the answer."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        LIMITED = "limited", "Limit exceeded"
+        THROTTLED = "throttled", "Throttled"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        CLIENT_GONE = "client_gone", "Client left"
+        INVALID = "invalid", "Invalid"
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="requests")
+    model = models.CharField(max_length=100, blank=True)
+    at = models.DateTimeField(db_index=True)
+    status = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(default=False, help_text="No usage report came: the tokens are an estimate.")
+    ttfb_ms = models.PositiveIntegerField("time to first byte (ms)", null=True, blank=True)
+    duration_ms = models.PositiveIntegerField("duration (ms)", default=0)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "request"
+        indexes = [models.Index(fields=["key", "-at"], name="request_log_key_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.model} {self.status}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class UsageAlert(models.Model):
+    """An alert about a key's window crossing a threshold. The unique constraint is the referee:
+    of all the workers that see the same crossing, only the one whose row goes in sends."""
+
+    class Measure(models.TextChoices):
+        REQUESTS = "requests", "requests"
+        TOKENS = "tokens", "tokens"
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="alerts")
+    window_start = models.DateField()
+    measure = models.CharField(max_length=8, choices=Measure.choices)
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the quota or budget.")
+    at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="Empty: not sent (turned off, or mail failed).")
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "window_start", "measure", "threshold"], name="one_alert_per_key_window_threshold"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.window_start} {self.measure} {self.threshold}%"
+
+
+class AlertOptOut(models.Model):
+    """A user who turned usage alerts off (on `/keys/`)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "usage alert opt-out"
+
+    def __str__(self) -> str:
+        return f"{self.user} (alerts off)"
