@@ -1,6 +1,7 @@
 """Conversations: the turns a model sees again, kept in the database."""
 
 from chat.models import Conversation, Message
+from keys import tokens
 
 HISTORY_TURNS = 20  # earlier messages sent upstream with each new one
 TITLE_LENGTH = 60
@@ -11,15 +12,18 @@ def _title(text: str) -> str:
     return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
 
 
-def turn_begin(*, conversation: Conversation, text: str) -> list[dict]:
-    """Store the user's message; return it with the earlier turns, oldest first, for the model."""
-    earlier = list(conversation.messages.order_by("-created", "-pk")[:HISTORY_TURNS])
+def history(conversation: Conversation) -> list[dict]:
+    """The earlier turns the model sees again, oldest first."""
+    earlier = conversation.messages.order_by("-created", "-pk")[:HISTORY_TURNS]
+    return [{"role": m.role, "content": m.content} for m in reversed(earlier)]
+
+
+def turn_store(*, conversation: Conversation, text: str) -> None:
+    """Keep the user's message (once the request is admitted)."""
     Message.objects.create(conversation=conversation, role=Message.Role.USER, content=text)
     if not conversation.title:
         conversation.title = _title(text)
     conversation.save(update_fields=["title", "updated"])
-    history = [{"role": m.role, "content": m.content} for m in reversed(earlier)]
-    return history + [{"role": "user", "content": text}]
 
 
 def turn_finish(*, conversation: Conversation, text: str, complete: bool) -> None:
@@ -29,13 +33,20 @@ def turn_finish(*, conversation: Conversation, text: str, complete: bool) -> Non
     Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=content)
 
 
-def query_conversation(*, key_id: int, external_id: str) -> Conversation:
-    """The `/query?uuid=` conversation of this key (each key sees only its own)."""
-    conversation = Conversation.objects.filter(key_id=key_id, external_id=external_id, owner=None).first()
-    return conversation or Conversation.objects.create(key_id=key_id, external_id=external_id)
+def query_history(*, presented: str, external_id: str) -> list[dict]:
+    """The earlier turns of the `/query?uuid=` conversation of the key presented (each key sees
+    only its own), read before admission so that the prompt's tokens can be reserved."""
+    if not tokens.is_well_formed(presented):
+        return []
+    conversation = Conversation.objects.filter(
+        key__digest=tokens.digest(presented), external_id=external_id, owner=None
+    ).first()
+    return history(conversation) if conversation else []
 
 
-def query_turn_begin(*, key_id: int, external_id: str, text: str) -> tuple[Conversation, list[dict]]:
+def query_turn_store(*, key_id: int, external_id: str, text: str) -> Conversation:
     """For `/query?uuid=`: the key's conversation (made if new) with this message stored in it."""
-    conversation = query_conversation(key_id=key_id, external_id=external_id)
-    return conversation, turn_begin(conversation=conversation, text=text)
+    conversation = Conversation.objects.filter(key_id=key_id, external_id=external_id, owner=None).first()
+    conversation = conversation or Conversation.objects.create(key_id=key_id, external_id=external_id)
+    turn_store(conversation=conversation, text=text)
+    return conversation

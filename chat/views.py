@@ -1,6 +1,7 @@
 """The chat page and its stream. The browser never holds a secret: it posts a key id."""
 
 import json
+import uuid
 from http import HTTPStatus
 
 from asgiref.sync import sync_to_async
@@ -18,8 +19,10 @@ from keys.errors import BackendUnavailable
 from keys.models import ApiKey
 from keys.presenters import keys_with_usage
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, give_back
+from proxy.budget import prompt_bytes
 from proxy.catalog import open_stream
-from proxy.relay import relay_text
+from proxy.ledger import Meter
+from proxy.relay import OnDone, Relayed, relay_text
 from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
 from proxy.validation import MAX_MESSAGE_CHARS
 
@@ -52,6 +55,11 @@ def refused(admission: Admission) -> JsonResponse:
         return problem(HTTPStatus.NOT_FOUND, "This key's plan grants no model. Ask an administrator.")
     text = "Too Many Requests" if admission.outcome is Outcome.THROTTLED else "Limit Exceeded"
     body = {"message": text, "retry_after": admission.retry_after, "resets_in": admission.resets_in}
+    if admission.outcome is Outcome.TOKENS_LIMITED:
+        body["detail"] = (
+            f"This key's token budget has {admission.tokens_left:,} tokens left this {admission.key.period_word}, "
+            f"and a message here may need up to {admission.reserved:,}. It resets in {admission.resets_in}."
+        )
     return JsonResponse(body, status=HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers())
 
 
@@ -103,25 +111,42 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
         if not key.is_usable(timezone.now()):
             return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
         return await _via_gateway(key, conversation, text)
+    meter = Meter(request_id=uuid.uuid4().hex)
+    earlier = await sync_to_async(conversations.history)(conversation)
+    messages = [*earlier, {"role": "user", "content": text}]
     try:
-        admission = await admit(key_id=key.pk, owner_id=user.pk)
+        admission = await admit(key_id=key.pk, owner_id=user.pk, prompt_size=prompt_bytes(messages))
     except QuotaStoreUnavailable:
         return problem(HTTPStatus.SERVICE_UNAVAILABLE, "Tollgate cannot reach its database right now.")
     if not admission.admitted:
-        return refused(admission)
-    messages = await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
+        response = refused(admission)
+        meter.refused(admission, response.status_code)
+        return response
+    await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
+    body = {"messages": messages, **({"max_tokens": admission.max_tokens} if admission.max_tokens else {})}
     try:
-        _model, first, stream = await open_stream(admission.route, {"messages": messages})
+        model, first, stream = await open_stream(admission.route, body)
     except UpstreamError:
         await give_back(admission)
+        meter.failed(admission, HTTPStatus.BAD_GATEWAY)
         return problem(HTTPStatus.BAD_GATEWAY, "The model did not answer. This message was not counted.")
-    return _stream_response(conversation, first, stream, admission.headers())
+    meter.answered()
+    on_done = meter.when_done(admission, model.name, then=_keep_answer(conversation))
+    return _stream_response(conversation, first, stream, on_done, admission.headers())
 
 
-def _stream_response(conversation: Conversation, first: str, stream, headers: dict) -> StreamingHttpResponse:
-    async def on_done(answer: str, complete: bool) -> None:
-        await sync_to_async(conversations.turn_finish)(conversation=conversation, text=answer, complete=complete)
+def _keep_answer(conversation: Conversation) -> OnDone:
+    async def keep(relayed: Relayed) -> None:
+        await sync_to_async(conversations.turn_finish)(
+            conversation=conversation, text=relayed.answer, complete=relayed.complete
+        )
 
+    return keep
+
+
+def _stream_response(
+    conversation: Conversation, first, stream, on_done: OnDone, headers: dict
+) -> StreamingHttpResponse:
     return StreamingHttpResponse(
         relay_text(first, stream, on_done=on_done),
         content_type="text/event-stream; charset=utf-8",
@@ -142,7 +167,7 @@ async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> Ht
         value = await sync_to_async(get_backend().key_value)(key)
     except BackendUnavailable:
         return problem(HTTPStatus.BAD_GATEWAY, "AWS did not answer. Try again shortly.")
-    await sync_to_async(conversations.turn_begin)(conversation=conversation, text=text)
+    await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     stream = gateway_query(
         gateway_url=settings.GATEWAY_URL, api_key=value, conversation=str(conversation.public_id), message=text
     )
@@ -155,4 +180,4 @@ async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> Ht
         return problem(HTTPStatus.FORBIDDEN, "API Gateway refused this key.")
     except UpstreamError:
         return problem(HTTPStatus.BAD_GATEWAY, "The gateway did not answer.")
-    return _stream_response(conversation, first, stream, {})
+    return _stream_response(conversation, first, stream, _keep_answer(conversation), {})

@@ -220,9 +220,12 @@ if EMAIL_HOST:
     EMAIL_HOST_USER = env("EMAIL_HOST_USER")
     EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
+    EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)  # a mail server that hangs must not hold a thread
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Tollgate <noreply@localhost>")
+# The address people reach the portal at, for links in emails sent outside a request.
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # --- HTTPS and headers ----------------------------------------------------------------------
 
@@ -311,6 +314,10 @@ LLM_READ_TIMEOUT = envfloat("LLM_READ_TIMEOUT", 60.0)
 DEMO_MODEL_PAUSE = envfloat("DEMO_MODEL_PAUSE", 0.04)
 # Key creation and rotation per user, django-ratelimit syntax.
 KEY_CHURN_RATE = env("KEY_CHURN_RATE", "10/h")
+# Days the request log (/activity/, /api/requests) keeps its rows.
+REQUEST_LOG_DAYS = envint("REQUEST_LOG_DAYS", 30)
+if REQUEST_LOG_DAYS < 1:
+    raise ImproperlyConfigured(f"REQUEST_LOG_DAYS must be at least 1, not {REQUEST_LOG_DAYS}")
 
 LOGGING = {
     "version": 1,

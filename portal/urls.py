@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from activity import urls as activity_urls
 from keys.urls import api_urlpatterns, page_urlpatterns
 from portal import views
 
@@ -13,6 +14,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", login_not_required(SpectacularAPIView.as_view()), name="api-schema"),
     path("api/", include(api_urlpatterns)),
+    path("api/", include(activity_urls.api_urlpatterns)),
     path("keys/", include(page_urlpatterns)),
+    path("activity/", include(activity_urls.page_urlpatterns)),
     path("", include("chat.urls")),
 ]

@@ -3,6 +3,8 @@
 One call, `admit(...)`, used by `/query`, `/v1` and the chat page. The count is one conditional
 upsert against the key's usage row for the window (`ADMIT_SQL`), so N racing requests with R left
 admit exactly R, on SQLite and PostgreSQL, across any number of processes. Never read-then-write.
+The same statement reserves the request's tokens (proxy/budget.py) against the plan's token
+budget, so the budget is exact in the same way.
 """
 
 import enum
@@ -17,6 +19,7 @@ from django_ratelimit.core import is_ratelimited
 
 from keys import tokens
 from keys.models import ApiKey, AuditEvent, Plan, Usage, quota_window, throttle_rate
+from proxy import budget
 from proxy.catalog import ServedModel, catalog
 from proxy.db import QuotaStoreUnavailable, database
 
@@ -30,27 +33,32 @@ AUDIT = AuditEvent._meta.db_table
 # A usable key with its plan's terms, and whether `last_used` is over a minute old.
 KEY_SQL = (
     "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
-    "p.rate_limit, p.burst_limit, (k.last_used IS NULL OR k.last_used < %(stale_before)s) AS last_used_stale "
+    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens, "
+    "(k.last_used IS NULL OR k.last_used < %(stale_before)s) AS last_used_stale "
     f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
     "WHERE {match} AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %(now)s)"
 )
 KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
 KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")
 
-# The admission: count one request if the window has room. The conflict target is the
-# (key, window_start) unique constraint; the first request of a window inserts the row in the same
-# statement, and a full window returns no row and changes nothing.
+# The admission: count one request and reserve its tokens if the window has room for both. The
+# conflict target is the (key, window_start) unique constraint; the first request of a window
+# inserts the row in the same statement, and a full window returns no row and changes nothing.
+# A NULL budget is no budget (the CAST lets PostgreSQL type a NULL parameter).
 ADMIT_SQL = (
-    f"INSERT INTO {USAGE} (key_id, window_start, requests) "  # noqa: S608
-    "SELECT %(key_id)s, %(window_start)s, 1 WHERE %(quota)s > 0 "
-    f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {USAGE}.requests + 1 "
-    f"WHERE {USAGE}.requests < %(quota)s RETURNING requests"
+    f"INSERT INTO {USAGE} (key_id, window_start, requests, tokens) "  # noqa: S608
+    "SELECT %(key_id)s, %(window_start)s, 1, %(reserve)s WHERE %(quota)s > 0 "
+    "AND (CAST(%(budget)s AS BIGINT) IS NULL OR %(reserve)s <= %(budget)s) "
+    f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {USAGE}.requests + 1, "
+    f"tokens = {USAGE}.tokens + %(reserve)s WHERE {USAGE}.requests < %(quota)s "
+    f"AND (CAST(%(budget)s AS BIGINT) IS NULL OR {USAGE}.tokens + %(reserve)s <= %(budget)s) "
+    "RETURNING requests, tokens"
 )
 GIVE_BACK_SQL = (
-    f"UPDATE {USAGE} SET requests = requests - 1 "  # noqa: S608
+    f"UPDATE {USAGE} SET requests = requests - 1, tokens = tokens - %(reserved)s "  # noqa: S608
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s AND requests > 0"
 )
-USED_SQL = f"SELECT requests FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
+USED_SQL = f"SELECT requests, tokens FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
 TOUCH_SQL = f"UPDATE {KEYS} SET last_used = %(now)s WHERE id = %(key_id)s"  # noqa: S608
 AUTH_FAILED_SQL = (
     f"INSERT INTO {AUDIT} (at, action, masked_key, ip, detail) "  # noqa: S608
@@ -70,6 +78,8 @@ class KeyTerms:
     period: str
     rate_limit: int | None
     burst_limit: int | None
+    token_quota: int | None
+    max_output_tokens: int | None
     last_used_stale: bool
 
     @property
@@ -82,7 +92,8 @@ class Outcome(enum.Enum):
     FORBIDDEN = "forbidden"
     MODEL_NOT_FOUND = "model_not_found"
     THROTTLED = "throttled"
-    LIMITED = "limited"
+    LIMITED = "limited"  # the request quota is used up
+    TOKENS_LIMITED = "tokens_limited"  # the token budget cannot cover the reservation
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,11 @@ class Admission:
     used: int = 0
     window_start: date | None = None
     resets_at: datetime | None = None
+    tokens_used: int = 0  # the window's tokens, this request's reservation included
+    prompt_size: int = 0  # the prompt's bound in bytes (proxy/budget.py)
+    reserved: int = 0  # tokens reserved: the prompt's bound plus max_tokens
+    max_tokens: int | None = None  # the answer's bound, sent upstream; None: nothing bounds it
+    capped: bool = False  # the request asked for more than its plan or model allows
 
     @property
     def admitted(self) -> bool:
@@ -108,12 +124,32 @@ class Admission:
         return max(self.limit - self.used, 0)
 
     @property
+    def token_budget(self) -> int | None:
+        return self.key.token_quota if self.key else None
+
+    @property
+    def tokens_left(self) -> int:
+        return max((self.token_budget or 0) - self.tokens_used, 0)
+
+    @property
     def retry_after(self) -> int:
         return max(math.ceil((self.resets_at - self.now).total_seconds()), 1)
 
     @property
     def resets_in(self) -> str:
         return format_duration(self.resets_at - self.now)
+
+    @property
+    def refusal_text(self) -> str:
+        """Why a quota or budget refused the request, and what the client can do about it."""
+        key = self.key
+        if self.outcome is Outcome.TOKENS_LIMITED:
+            return (
+                f"Limit Exceeded: {self.tokens_left:,} tokens left of {key.token_quota:,} per {key.period_word}, "
+                f"and this request reserves up to {self.reserved:,} ({self.prompt_size:,} for the prompt, "
+                f"{self.max_tokens or 0:,} for the answer). Lower max_tokens, or wait {self.resets_in} for the reset."
+            )
+        return f"Limit Exceeded: {key.quota} requests per {key.period_word} used. The quota resets in {self.resets_in}."
 
     def headers(self) -> dict[str, str]:
         """The rate-limit headers of an admitted or refused request (none without a key)."""
@@ -124,7 +160,13 @@ class Admission:
             "x-ratelimit-remaining-requests": str(self.remaining),
             "x-ratelimit-reset-requests": self.resets_in,
         }
-        if self.outcome is Outcome.LIMITED:
+        if self.token_budget is not None:
+            headers["x-ratelimit-limit-tokens"] = str(self.token_budget)
+            headers["x-ratelimit-remaining-tokens"] = str(self.tokens_left)
+            headers["x-ratelimit-reset-tokens"] = self.resets_in
+        if self.capped:
+            headers["x-max-tokens-capped"] = str(self.max_tokens)
+        if self.outcome in (Outcome.LIMITED, Outcome.TOKENS_LIMITED):
             headers["Retry-After"] = str(self.retry_after)
             headers["x-should-retry"] = "false"  # the window is spent: SDKs must not retry into it
         elif self.outcome is Outcome.THROTTLED:
@@ -167,11 +209,15 @@ async def admit(
     key_id: int | None = None,
     owner_id: int | None = None,
     model: str | None = None,
+    prompt_size: int = 0,
+    max_tokens: int | None = None,
     client_ip: str | None = None,
     now: datetime | None = None,
 ) -> Admission:
-    """Authenticate, check the model, throttle, and count one request; in that order, so that
-    nothing refused is counted. Raises QuotaStoreUnavailable: callers fail closed."""
+    """Authenticate, check the model, throttle, then count one request and reserve its tokens;
+    in that order, so that nothing refused is counted. `prompt_size` is the prompt's bound in bytes
+    and `max_tokens` the answer's bound the request asked for, if any (proxy/budget.py).
+    Raises QuotaStoreUnavailable: callers fail closed."""
     now = now or timezone.now()
     key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
     if key is None:
@@ -184,21 +230,36 @@ async def admit(
         return Admission(Outcome.MODEL_NOT_FOUND, now, key)
     window_start, resets_at = quota_window(key.period, now)
     window = {"key_id": key.key_id, "window_start": window_start}
+    bound = budget.output_bound(
+        max_tokens, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.token_quota is not None
+    )
+    terms = {
+        "now": now, "key": key, "route": route, "window_start": window_start, "prompt_size": prompt_size,
+        "reserved": prompt_size + (bound or 0), "max_tokens": bound,
+        "capped": max_tokens is not None and bound is not None and max_tokens > bound,
+    }  # fmt: skip
     if await _throttled(key):
-        row = await database().one(USED_SQL, window)
-        used = row["requests"] if row else 0
-        return Admission(Outcome.THROTTLED, now, key, route, used, window_start, now + timedelta(seconds=1))
-    row = await database().one(ADMIT_SQL, {**window, "quota": key.quota})
+        used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
+        return Admission(
+            Outcome.THROTTLED, used=used["requests"], tokens_used=used["tokens"],
+            resets_at=now + timedelta(seconds=1), **terms,
+        )  # fmt: skip
+    row = await database().one(
+        ADMIT_SQL, {**window, "quota": key.quota, "budget": key.token_quota, "reserve": terms["reserved"]}
+    )
     if row is None:
-        return Admission(Outcome.LIMITED, now, key, route, key.quota, window_start, resets_at)
+        used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
+        outcome = Outcome.LIMITED if used["requests"] >= key.quota else Outcome.TOKENS_LIMITED
+        return Admission(outcome, used=used["requests"], tokens_used=used["tokens"], resets_at=resets_at, **terms)
     if key.last_used_stale:
         await database().run(TOUCH_SQL, {"now": now, "key_id": key.key_id})
-    return Admission(Outcome.ADMITTED, now, key, route, row["requests"], window_start, resets_at)
+    return Admission(Outcome.ADMITTED, used=row["requests"], tokens_used=row["tokens"], resets_at=resets_at, **terms)
 
 
 async def give_back(admission: Admission) -> None:
-    """Return an admitted request to the quota: the upstream failed before sending anything."""
-    await database().run(GIVE_BACK_SQL, {"key_id": admission.key.key_id, "window_start": admission.window_start})
+    """Return an admitted request and its tokens: the upstream failed before sending anything."""
+    window = {"key_id": admission.key.key_id, "window_start": admission.window_start}
+    await database().run(GIVE_BACK_SQL, {**window, "reserved": admission.reserved})
 
 
 async def _throttled(key: KeyTerms) -> bool:

@@ -67,14 +67,11 @@ class OpenAIAnswers:
                     HTTPStatus.TOO_MANY_REQUESTS, text, type_="requests", code="rate_limit_exceeded", headers=headers
                 )
             case _:
-                key = admission.key
-                text = (
-                    f"Limit Exceeded: {key.quota} requests per {key.period_word} used. "
-                    f"The quota resets in {admission.resets_in}."
-                )
+                type_ = "tokens" if admission.outcome is Outcome.TOKENS_LIMITED else "requests"
                 return self.error(
-                    HTTPStatus.TOO_MANY_REQUESTS, text, type_="requests", code="rate_limit_exceeded", headers=headers
-                )
+                    HTTPStatus.TOO_MANY_REQUESTS, admission.refusal_text, type_=type_, code="rate_limit_exceeded",
+                    headers=headers,
+                )  # fmt: skip
 
     def forbidden(self) -> JSONResponse:
         text = "Incorrect or missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key`."

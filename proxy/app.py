@@ -6,6 +6,8 @@ pages, the key API, admin and allauth. CORS is open here (the key is the credent
 nowhere else.
 """
 
+import re
+import uuid
 from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
 
@@ -22,6 +24,7 @@ from starlette.routing import Route
 from proxy import views
 from proxy.catalog import catalog
 from proxy.db import QuotaStoreUnavailable, close_database, database
+from proxy.ledger import close_ledger
 from proxy.upstreams import close_clients
 
 # The official openai JS SDK (with dangerouslyAllowBrowser) sends the x-stainless-* and openai-*
@@ -34,8 +37,10 @@ CORS_ALLOW_HEADERS = [
 ]  # fmt: skip
 CORS_EXPOSE_HEADERS = [
     "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-    "x-should-retry", "x-request-id",
+    "x-should-retry", "x-request-id", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens", "x-max-tokens-capped",
 ]  # fmt: skip
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def serves(path: str) -> bool:
@@ -59,6 +64,28 @@ class AllowedHosts:
         await self.app(scope, receive, send)
 
 
+class RequestId:
+    """Every answer carries `x-request-id`: the client's own when it is a sane one, else a new one.
+    The id also goes into the request log (and `request.state.request_id`)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 async def not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"message": "Not Found"}, status_code=HTTPStatus.NOT_FOUND)
 
@@ -72,6 +99,7 @@ async def lifespan(app: Starlette):
         await database().one("SELECT 1 AS up", {})
         await catalog()
     yield
+    await close_ledger()
     await close_clients()
     await close_database()
 
@@ -84,6 +112,7 @@ def model_api_app() -> Starlette:
             Route("/v1/models", views.models, methods=["GET"]),
         ],
         middleware=[
+            Middleware(RequestId),
             Middleware(AllowedHosts),
             Middleware(
                 CORSMiddleware,

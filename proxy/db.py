@@ -16,14 +16,16 @@ before failing. Instead, after a failure the next second fails at once (503, fai
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cache
 from typing import Any
 
 import psycopg
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, OperationalError, close_old_connections, connection, connections, transaction
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -44,6 +46,10 @@ class Database:
         return await self._call(sql, params, fetch=False)
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
+        raise NotImplementedError
+
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Each statement once per row of parameters, all in one transaction."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -104,6 +110,16 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise QuotaStoreUnavailable(str(exc)) from exc
 
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        self.fail_fast.check()
+        try:
+            async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                for sql, rows in steps:
+                    if rows:
+                        await cursor.executemany(sql, rows)  # pipelined: one round trip
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise self.fail_fast.failed(exc) from exc
+
     async def close(self) -> None:
         if self.opened:
             await self.pool.close()
@@ -121,12 +137,17 @@ class SqliteDatabase(Database):
         except DatabaseError as exc:
             raise self.fail_fast.failed(exc) from exc
 
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        self.fail_fast.check()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.thread, self._execute_batch, steps)
+        except OperationalError as exc:
+            raise self.fail_fast.failed(exc) from exc
+
     @staticmethod
-    def _execute(sql: str, params: dict[str, Any], fetch: bool):
-        # This thread's own Django connection, kept open for the life of the process.
-        db = connections["default"]
-        ops = db.ops
-        adapted = {
+    def _adapted(params: dict[str, Any]) -> dict[str, Any]:
+        ops = connections["default"].ops
+        return {
             name: ops.adapt_datetimefield_value(value)
             if isinstance(value, datetime)
             else ops.adapt_datefield_value(value)
@@ -134,6 +155,24 @@ class SqliteDatabase(Database):
             else value
             for name, value in params.items()
         }
+
+    @staticmethod
+    def _execute_batch(steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        db = connections["default"]
+        try:
+            with transaction.atomic(), db.cursor() as cursor:
+                for sql, rows in steps:
+                    if rows:
+                        cursor.executemany(sql, [SqliteDatabase._adapted(row) for row in rows])
+        finally:
+            if db.errors_occurred:
+                db.close()
+
+    @staticmethod
+    def _execute(sql: str, params: dict[str, Any], fetch: bool):
+        # This thread's own Django connection, kept open for the life of the process.
+        db = connections["default"]
+        adapted = SqliteDatabase._adapted(params)
         try:
             with db.cursor() as cursor:
                 cursor.execute(sql, adapted)
@@ -152,6 +191,18 @@ _postgres: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PostgresDatabas
 @cache
 def _sqlite() -> SqliteDatabase:
     return SqliteDatabase()
+
+
+async def run_orm(fn: Callable, /, **kwargs):
+    """Django ORM work off the event loop, in a worker thread whose connection goes back after."""
+
+    def call():
+        try:
+            return fn(**kwargs)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
 
 
 def database() -> Database:

@@ -14,6 +14,8 @@ import httpx
 from django.conf import settings
 from httpx_sse import SSEError, aconnect_sse
 
+from proxy.budget import TokenCount
+
 
 class UpstreamError(Exception):
     """The model failed before sending anything: nothing was delivered, the request is given back.
@@ -35,8 +37,8 @@ class Upstream(Protocol):
     async def complete(self, body: dict) -> dict:
         """The upstream's `chat.completion` object."""
 
-    def stream(self, body: dict) -> AsyncIterator[str]:
-        """Yield the answer's text as the model produces it."""
+    def stream(self, body: dict) -> AsyncIterator[str | TokenCount]:
+        """Yield the answer's text as the model produces it, and its token count if it reports one."""
 
 
 # One connection pool per event loop (one per process under uvicorn), made on first use.
@@ -77,7 +79,10 @@ class OpenAICompatible:
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
 
     def _payload(self, body: dict, stream: bool) -> dict:
-        return {**body, "model": self.model, "stream": stream}
+        payload = {**body, "model": self.model, "stream": stream}
+        if stream:
+            payload["stream_options"] = {"include_usage": True}  # the usage chunk settles the tokens
+        return payload
 
     async def complete(self, body: dict) -> dict:
         timeout = aiohttp.ClientTimeout(sock_connect=self.timeout.connect, sock_read=self.timeout.read)
@@ -95,7 +100,7 @@ class OpenAICompatible:
             raise UpstreamError("upstream answered JSON that is not a chat completion")
         return answer
 
-    async def stream(self, body: dict) -> AsyncIterator[str]:
+    async def stream(self, body: dict) -> AsyncIterator[str | TokenCount]:
         started = False
         try:
             async with aconnect_sse(
@@ -110,10 +115,13 @@ class OpenAICompatible:
                 async for event in source.aiter_sse():
                     if event.data == "[DONE]":
                         return
-                    text = _delta_text(json.loads(event.data))
+                    chunk = json.loads(event.data)
+                    text = _delta_text(chunk)
                     if text:
                         started = True
                         yield text
+                    if (usage := TokenCount.from_usage(chunk.get("usage"))) is not None:
+                        yield usage
         except (httpx.HTTPError, SSEError, ValueError) as exc:
             if started:
                 raise UpstreamBroken(f"upstream stream broke: {type(exc).__name__}") from exc
@@ -157,36 +165,42 @@ class DemoModel:
             said = said[:200] + "…"
         turns = sum(1 for m in body.get("messages", []) if m.get("role") == "user")
         turn = f" This is turn {turns} of our conversation." if turns > 1 else ""
-        return (
+        text = (
             f"You said: “{said}”.{turn} I am Tollgate's demo model, streaming this reply word by word. "
             "To talk to a real model, set LLM_BASE_URL (and LLM_API_KEY, LLM_MODEL) to any "
             "OpenAI-compatible API and restart Tollgate."
         )
+        if body.get("max_tokens") is not None:  # a word is a token here
+            text = " ".join(text.split(" ")[: body["max_tokens"]])
+        return text
 
     async def complete(self, body: dict) -> dict:
         text = self.answer(body)
-        return completion_object(self.model, text, prompt_words=len(last_user_text(body).split()))
+        return completion_object(self.model, text, demo_usage(body, text))
 
-    async def stream(self, body: dict) -> AsyncIterator[str]:
-        words = self.answer(body).split(" ")
+    async def stream(self, body: dict) -> AsyncIterator[str | TokenCount]:
+        text = self.answer(body)
+        words = text.split(" ")
         for i, word in enumerate(words):
             if i:
                 await asyncio.sleep(self.pause)
             yield word if i == len(words) - 1 else word + " "
+        yield TokenCount(**demo_usage(body, text))
 
 
-def completion_object(model: str, text: str, *, prompt_words: int = 0) -> dict[str, Any]:
+def demo_usage(body: dict, text: str) -> dict[str, int]:
+    """The demo model counts a word as a token."""
+    return {"prompt_tokens": len(last_user_text(body).split()), "completion_tokens": len(text.split())}
+
+
+def completion_object(model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {
-            "prompt_tokens": prompt_words,
-            "completion_tokens": len(text.split()),
-            "total_tokens": prompt_words + len(text.split()),
-        },
+        "usage": TokenCount(**usage).as_usage(),
     }
 
 

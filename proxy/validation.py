@@ -56,8 +56,9 @@ def _text_of(content) -> str:
 
 
 def parse_chat_body(raw: bytes) -> dict:
-    """A `/v1/chat/completions` body, checked; returns what may be sent upstream, and `model`
-    (None when not given), the name of the catalog model to send it to."""
+    """A `/v1/chat/completions` body, checked; returns what may be sent upstream, `model` (None
+    when not given), the name of the catalog model to send it to, and `include_usage`, whether a
+    stream's client asked for the usage chunk."""
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidRequest("Request body too large (1 MB at most).", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     try:
@@ -84,7 +85,11 @@ def parse_chat_body(raw: bytes) -> dict:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("`stream` must be true or false.", code="invalid_type")
-    result = {"messages": clean, "stream": stream, "model": body.get("model")}
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise InvalidRequest('`stream_options` must be an object such as {"include_usage": true}.', code="invalid_type")
+    include_usage = stream and options.get("include_usage", False)
+    result = {"messages": clean, "stream": stream, "model": body.get("model"), "include_usage": include_usage}
     for name, kinds in PASSTHROUGH.items():
         if name in body and body[name] is not None:
             value = body[name]

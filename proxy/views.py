@@ -6,21 +6,24 @@ answer; a failure before the first byte gives the request back and answers 502.
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from http import HTTPStatus
 
 import anyio
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from activity.models import RequestLog
 from chat import conversations
 from proxy.admission import Admission, QuotaStoreUnavailable, admit, authenticate, give_back
 from proxy.answers import OPENAI, QUERY, OpenAIAnswers, QueryAnswers
+from proxy.budget import TokenCount, prompt_bytes
 from proxy.catalog import catalog, complete, open_stream
-from proxy.relay import relay_openai_sse, relay_text
+from proxy.db import run_orm
+from proxy.ledger import Meter
+from proxy.relay import Relayed, relay_openai_sse, relay_text
 from proxy.upstreams import UpstreamError
 from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
 
@@ -99,24 +102,26 @@ def key_in_url(request: Request) -> bool:
     return any(name in request.query_params for name in KEY_QUERY_PARAMS)
 
 
-async def admit_request(request: Request, *, bearer: bool, model: str | None) -> Admission | None:
+async def admit_request(request: Request, presented: str, **terms) -> Admission | None:
     """None when the key came in the URL."""
     if key_in_url(request):
         return None
     client_ip = request.client.host if request.client else None
-    return await admit(presented=presented_key(request, bearer=bearer), model=model, client_ip=client_ip)
+    return await admit(presented=presented, client_ip=client_ip, **terms)
 
 
-async def run_orm(fn: Callable, /, **kwargs):
-    """Django ORM work (conversations) off the event loop, its connection returned afterwards."""
+def refused(answers: Answers, admission: Admission, meter: Meter) -> Response:
+    response = answers.refused(admission)
+    meter.refused(admission, response.status_code)
+    return response
 
-    def call():
-        try:
-            return fn(**kwargs)
-        finally:
-            close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=False)()
+async def upstream_failed(answers: Answers, admission: Admission, meter: Meter) -> Response:
+    """Every model failed before its first byte: the request and its tokens go back."""
+    await give_back(admission)
+    response = answers.bad_gateway()
+    meter.failed(admission, response.status_code)
+    return response
 
 
 # --- /query -------------------------------------------------------------------------------------
@@ -124,32 +129,49 @@ async def run_orm(fn: Callable, /, **kwargs):
 
 @model_api(QUERY)
 async def query(request: Request) -> Response:
+    meter = Meter(request_id=request.state.request_id)
     try:
         conversation_id, text = parse_query(request.query_params)
     except InvalidRequest as exc:
         return QUERY.invalid(exc)
-    admission = await admit_request(request, bearer=False, model=request.query_params.get("model"))
+    presented = presented_key(request, bearer=False)
+    history = []
+    if conversation_id:
+        # Only a named conversation is kept; without `uuid` each request stands alone.
+        history = await run_orm(conversations.query_history, presented=presented, external_id=conversation_id)
+    messages = [*history, {"role": "user", "content": text}]
+    admission = await admit_request(
+        request, presented, model=request.query_params.get("model"), prompt_size=prompt_bytes(messages)
+    )
     if admission is None:
         return QUERY.forbidden()
     if not admission.admitted:
-        return QUERY.refused(admission)
-    conversation, messages = None, [{"role": "user", "content": text}]
+        return refused(QUERY, admission, meter)
+    conversation = None
     if conversation_id:
-        # Only a named conversation is kept; without `uuid` each request stands alone.
-        conversation, messages = await run_orm(
-            conversations.query_turn_begin, key_id=admission.key.key_id, external_id=conversation_id, text=text
+        conversation = await run_orm(
+            conversations.query_turn_store, key_id=admission.key.key_id, external_id=conversation_id, text=text
         )
+    body = {"messages": messages, **upstream_bound(admission)}
     try:
-        _model, first, rest = await open_stream(admission.route, {"messages": messages})
+        model, first, rest = await open_stream(admission.route, body)
     except UpstreamError:
-        await give_back(admission)
-        return QUERY.bad_gateway()
+        return await upstream_failed(QUERY, admission, meter)
+    meter.answered()
 
-    async def on_done(answer: str, complete: bool) -> None:
+    async def keep_turn(relayed: Relayed) -> None:
         if conversation is not None:
-            await run_orm(conversations.turn_finish, conversation=conversation, text=answer, complete=complete)
+            await run_orm(
+                conversations.turn_finish, conversation=conversation, text=relayed.answer, complete=relayed.complete
+            )
 
+    on_done = meter.when_done(admission, model.name, then=keep_turn)
     return stream_response(relay_text(first, rest, on_done=on_done), admission)
+
+
+def upstream_bound(admission: Admission) -> dict:
+    """The answer's bound, as the upstream reads it (`max_tokens`), when there is one."""
+    return {} if admission.max_tokens is None else {"max_tokens": admission.max_tokens}
 
 
 # --- /v1 --------------------------------------------------------------------------------------
@@ -157,29 +179,52 @@ async def query(request: Request) -> Response:
 
 @model_api(OPENAI)
 async def chat_completions(request: Request) -> Response:
+    meter = Meter(request_id=request.state.request_id)
     try:
         body = parse_chat_body(request.state.body)
     except InvalidRequest as exc:
         return OPENAI.invalid(exc)
-    admission = await admit_request(request, bearer=True, model=body.pop("model", None))
+    model_name, include_usage = body.pop("model"), body.pop("include_usage")
+    asked = [body.pop(name) for name in ("max_tokens", "max_completion_tokens") if name in body]
+    admission = await admit_request(
+        request, presented_key(request, bearer=True), model=model_name,
+        prompt_size=prompt_bytes(body["messages"]), max_tokens=min(asked, default=None),
+    )  # fmt: skip
     if admission is None:
         return OPENAI.forbidden()
     if not admission.admitted:
-        return OPENAI.refused(admission)
+        return refused(OPENAI, admission, meter)
+    body.update(upstream_bound(admission))
     if not body.get("stream"):
         try:
             model, answer = await complete(admission.route, body)
         except UpstreamError:
-            await give_back(admission)
-            return OPENAI.bad_gateway()
+            return await upstream_failed(OPENAI, admission, meter)
+        meter.answered()
         answer["model"] = model.name  # the model that answered, by the name clients know it
-        return Response(json.dumps(answer), media_type="application/json", headers=admission.headers())
+        charged = meter.settled(
+            admission, model=model.name, status=HTTPStatus.OK, outcome=RequestLog.Outcome.OK,
+            reported=TokenCount.from_usage(answer.get("usage")), answer=answer_text(answer),
+        )  # fmt: skip
+        settled = replace(admission, tokens_used=admission.tokens_used - admission.reserved + charged.total)
+        return Response(json.dumps(answer), media_type="application/json", headers=settled.headers())
     try:
         model, first, rest = await open_stream(admission.route, body)
     except UpstreamError:
-        await give_back(admission)
-        return OPENAI.bad_gateway()
-    return stream_response(relay_openai_sse(first, rest, model=model.name), admission)
+        return await upstream_failed(OPENAI, admission, meter)
+    meter.answered()
+    relay = relay_openai_sse(
+        first, rest, model=model.name, include_usage=include_usage, on_done=meter.when_done(admission, model.name)
+    )
+    return stream_response(relay, admission)
+
+
+def answer_text(answer: dict) -> str:
+    """The text of a `chat.completion`, for an estimate when the upstream reported no usage."""
+    try:
+        return "".join(str(choice["message"].get("content") or "") for choice in answer["choices"])
+    except (KeyError, TypeError, AttributeError):
+        return ""
 
 
 @model_api(OPENAI)

@@ -30,12 +30,24 @@ def close() -> None:
     global _portal
     if _portal is not None:
         from proxy.db import close_database
+        from proxy.ledger import close_ledger
         from proxy.upstreams import close_clients
 
+        _portal.call(close_ledger)
         _portal.call(close_clients)
         _portal.call(close_database)
         _stack.close()
         _portal = None
+
+
+def settle() -> None:
+    """Write what the app's ledger holds (settlements, request-log rows), as its timer would."""
+    from proxy.ledger import ledger
+
+    async def flush() -> None:
+        await ledger().flush()
+
+    portal().call(flush)
 
 
 class Fetched:

@@ -22,6 +22,14 @@ def fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def settled_ledger(request):
+    """A test's request-log rows and settlements are written before its database goes away."""
+    yield
+    if "transactional_db" in request.fixturenames or "live" in request.fixturenames:
+        asgi.settle()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def app_loop(django_db_setup):
     """The event loop of tests/asgi.py, closed before the test database goes away."""

@@ -101,6 +101,8 @@ class StandinUpstream:
 
     mode: "ok" streams `chunks` with `gap` seconds between them; "error" answers `error_status`;
     "drop" sends the first chunk and then cuts the connection; "stall" waits `stall` seconds.
+    `usage` (prompt, completion tokens) is reported as OpenAI does: in a completion, and in a
+    stream's last chunk when asked (`stream_options.include_usage`); None reports nothing.
     """
 
     def __init__(self) -> None:
@@ -112,6 +114,7 @@ class StandinUpstream:
         self.chunks = ["Hello", " from", " the", " stand-in", " model."]
         self.gap = 0.0
         self.stall = 30.0
+        self.usage: tuple[int, int] | None = (7, 5)
         self.calls = 0
         self.bodies: list[dict] = []
         self.sent_at: list[float] = []
@@ -147,6 +150,8 @@ class StandinUpstream:
                     {"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}
                 ],
             }
+            if self.usage is not None:
+                answer["usage"] = self._usage()
             await self._json(send, 200, answer)
             return
         headers = [(b"content-type", b"text/event-stream")]
@@ -165,7 +170,16 @@ class StandinUpstream:
             await send(
                 {"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True}
             )
+        if self.usage is not None and (body.get("stream_options") or {}).get("include_usage"):
+            event = {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": self._usage()}
+            await send(
+                {"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    def _usage(self) -> dict:
+        prompt, completion = self.usage
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     @staticmethod
     async def _json(send, status: int, payload: dict) -> None:
@@ -249,14 +263,20 @@ class TcpProxy:
         self._listener.close()
 
 
-async def fire_async(url: str, *, headers: dict, count: int, params: dict | None = None) -> list[int]:
-    """`count` GET requests at once, each on its own connection; returns the status codes."""
+async def fire_async(
+    url: str, *, headers: dict, count: int, params: dict | None = None, json: dict | None = None
+) -> list[int]:
+    """`count` requests at once, each on its own connection: GETs, or POSTs of `json`.
+    Returns the status codes (-1 for a request that got no answer)."""
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
 
         async def one() -> int:
             try:
-                response = await client.get(url, params=params or {"message": "hi"}, headers=headers)
+                if json is not None:
+                    response = await client.post(url, json=json, headers=headers)
+                else:
+                    response = await client.get(url, params=params or {"message": "hi"}, headers=headers)
                 return response.status_code
             except httpx.HTTPError:
                 return -1

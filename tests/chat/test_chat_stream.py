@@ -3,9 +3,10 @@ from http import HTTPStatus
 
 import pytest
 
+from activity.models import RequestLog
 from chat.models import Conversation, Message
 from keys.models import Usage
-from tests.asgi import fetch
+from tests.asgi import fetch, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,3 +106,24 @@ def test_upstream_down_is_502_and_not_counted(alice, alices_key, upstream):
     upstream.mode = "error"
     assert say(alice, alices_key.pk).status_code == HTTPStatus.BAD_GATEWAY
     assert Usage.objects.get(key=alices_key).requests == 0
+
+
+def test_the_page_stream_is_charged_its_tokens_and_logged(alice, make_plan, make_key):
+    key = make_key(alice, make_plan(name="Metered", quota=10, token_quota=10_000))[0]
+    response = say(alice, key.pk, "Count my tokens")
+    assert response.status_code == HTTPStatus.OK
+    assert response["x-ratelimit-limit-tokens"] == "10000"
+    settle()
+    row = RequestLog.objects.get()
+    words = len(response.text.split())  # the demo model counts a word as a token
+    assert (row.outcome, row.status, row.prompt_tokens, row.completion_tokens) == ("ok", 200, 3, words)
+    assert Usage.objects.get(key=key).tokens == 3 + words
+
+
+def test_a_spent_token_budget_shows_limit_exceeded_with_what_is_left(alice, make_plan, make_key):
+    key = make_key(alice, make_plan(name="Metered", quota=10, token_quota=50))[0]
+    response = say(alice, key.pk)
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert response.json()["message"] == "Limit Exceeded"
+    assert "50 tokens left" in response.json()["detail"]
+    assert Message.objects.count() == 0 and not Usage.objects.filter(requests__gt=0).exists()

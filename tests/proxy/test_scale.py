@@ -1,13 +1,16 @@
 """Issue: exactness at scale, revocation across workers. Two uvicorn workers, real sockets."""
 
 import asyncio
+import time
 from http import HTTPStatus
 
 import httpx
 import pytest
 
+from activity.models import RequestLog, UsageAlert
 from keys.models import Usage
 from keys.services import api_key_revoke, api_key_rotate
+from proxy.budget import prompt_bytes
 from tests.servers import fire_async, tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -33,6 +36,46 @@ def test_1000_racing_requests_admit_exactly_what_is_left(workers, standin, alice
     assert not [s for s in statuses if s >= 500 or s < 0]
     assert standin.calls == 30
     assert Usage.objects.get(key=key).requests == 30 + already_used
+    # Both workers saw the window cross 80% and 100%; each alert went out once.
+    assert len(wait_for_rows(1000)) == 1000
+    deadline = time.monotonic() + 10
+    while UsageAlert.objects.filter(sent_at__isnull=False).count() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(UsageAlert.objects.filter(key=key, sent_at__isnull=False).values_list("threshold", flat=True)) == [
+        80,
+        100,
+    ]
+
+
+def test_racing_requests_never_spend_more_than_the_token_budget(workers, standin, alice, make_plan, make_key):
+    """Each request reserves its prompt's bound + 40 tokens and is charged the 12 the model reports.
+    With 300 racing across two workers, the charges never pass the budget, and each admitted
+    request is charged exactly what the upstream reported once the ledgers have written."""
+    standin.reset()
+    payload = {"model": "demo", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}
+    reservation = prompt_bytes(payload["messages"]) + 40
+    budget = 10 * reservation + reservation // 2
+    key, secret = make_key(alice, make_plan(quota=1000, token_quota=budget))
+    statuses = asyncio.run(
+        fire_async(f"{workers}/v1/chat/completions", headers={"x-api-key": secret}, count=300, json=payload)
+    )
+    admitted = statuses.count(HTTPStatus.OK)
+    assert admitted >= 10 and admitted + statuses.count(HTTPStatus.TOO_MANY_REQUESTS) == 300
+    assert standin.calls == admitted
+    rows = wait_for_rows(300)
+    usage = Usage.objects.get(key=key)
+    assert usage.requests == admitted
+    assert usage.tokens == 12 * admitted <= budget
+    assert sum(r.total_tokens for r in rows) == usage.tokens
+    assert not [r for r in rows if r.estimated]
+
+
+def wait_for_rows(count: int, timeout: float = 15.0) -> list[RequestLog]:
+    """The request-log rows, once the workers' ledgers have written `count` of them."""
+    deadline = time.monotonic() + timeout
+    while RequestLog.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list(RequestLog.objects.all())
 
 
 def test_revocation_takes_effect_on_the_next_request_in_every_worker(workers, alice, plan10, make_key):

@@ -1,0 +1,55 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from activity.models import AlertOptOut, RequestLog, UsageAlert
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the app writes; admins look, and may delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(ReadOnlyAdmin):
+    list_display = [
+        "at",
+        "key__prefix",
+        "key__owner__email",
+        "model",
+        "status",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated",
+        "ttfb_ms",
+        "duration_ms",
+        "request_id",
+    ]
+    list_filter = ["outcome", "model", "estimated"]
+    list_select_related = ["key__owner"]
+    search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model"]
+    date_hierarchy = "at"
+    # The log is the biggest table: skip counting all of it on every page.
+    show_full_result_count = False
+
+
+@admin.register(UsageAlert)
+class UsageAlertAdmin(ReadOnlyAdmin):
+    list_display = ["at", "key__prefix", "key__owner__email", "window_start", "measure", "threshold", "sent_at"]
+    list_filter = ["measure", "threshold", "window_start"]
+    list_select_related = ["key__owner"]
+    search_fields = ["^key__prefix", "key__owner__email"]
+    date_hierarchy = "at"
+
+
+@admin.register(AlertOptOut)
+class AlertOptOutAdmin(admin.ModelAdmin):
+    list_display = ["user__email", "at"]
+    list_select_related = ["user"]
+    search_fields = ["user__email"]
+    raw_id_fields = ["user"]

@@ -1,0 +1,26 @@
+from rest_framework import serializers
+
+from activity.models import RequestLog
+
+# The API's fields, and the CSV's columns in this order.
+FIELDS = [
+    "id",
+    "key",
+    "model",
+    "at",
+    "status",
+    "outcome",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated",
+    "ttfb_ms",
+    "duration_ms",
+    "request_id",
+]
+
+
+class RequestLogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RequestLog
+        fields = FIELDS
+        read_only_fields = FIELDS

@@ -1,0 +1,82 @@
+"""Token budgets: what a request reserves when it is admitted, and what it is charged when it ends.
+
+The reservation is an upper bound taken in the same atomic statement as the request count
+(proxy/admission.py): every token is at least one byte, so the bytes of the messages sent upstream
+bound the prompt, and the output is bounded by `max_tokens`, which Tollgate sends upstream. The
+charge is what the upstream reported in `usage`; without a report, an estimate that is never zero
+for an answer with output and never more than the reservation. Nothing here touches the database.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# The answer's bound when a plan has a token budget and nothing else caps the answer.
+DEFAULT_OUTPUT_BOUND = 4096
+BYTES_PER_TOKEN_ESTIMATE = 4  # the usual rule of thumb for English text with BPE tokenizers
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_usage(cls, usage: Any) -> "TokenCount | None":
+        """An OpenAI `usage` object, if it is one."""
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (prompt, completion)):
+            return None
+        return cls(prompt, completion)
+
+    def as_usage(self) -> dict[str, int]:
+        counts = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+        return {**counts, "total_tokens": self.total}
+
+
+def prompt_bytes(messages: list[dict]) -> int:
+    """An upper bound of the prompt's tokens: the size of the messages as sent upstream. The JSON
+    around each message also covers the few tokens a chat template adds per message."""
+    return len(json.dumps(messages, ensure_ascii=False).encode())
+
+
+def output_bound(*caps: int | None, budgeted: bool) -> int | None:
+    """The smallest of the caps that are set (the request's, the plan's, the model's). A plan with
+    a budget always bounds the answer; without one, an answer nothing caps stays unbounded."""
+    set_caps = [c for c in caps if c is not None]
+    if set_caps:
+        return min(set_caps)
+    return DEFAULT_OUTPUT_BOUND if budgeted else None
+
+
+def estimate(*, prompt_size: int, answer: str) -> TokenCount:
+    """Tokens of a request whose upstream did not report them, from the bytes that went each way."""
+    answer_size = len(answer.encode())
+    return TokenCount(
+        math.ceil(prompt_size / BYTES_PER_TOKEN_ESTIMATE),
+        math.ceil(answer_size / BYTES_PER_TOKEN_ESTIMATE),  # at least 1 for any output
+    )
+
+
+def charge(*, reported: TokenCount | None, cap: int | None, prompt_size: int, answer: str) -> tuple[TokenCount, bool]:
+    """What a finished request is charged, and whether that is an estimate.
+
+    The reported usage as it is; an estimate without a report. On a plan with a budget, never
+    more than `cap`, the request's reservation, so the budget that covered the reservation covers
+    the charge (an upstream that honours `max_tokens` never reports more).
+    """
+    counted = reported if reported is not None else estimate(prompt_size=prompt_size, answer=answer)
+    if cap is None or counted.total <= cap:
+        return counted, reported is None
+    prompt = min(counted.prompt_tokens, cap)
+    completion = min(counted.completion_tokens, cap - prompt)
+    if answer and completion == 0 and prompt > 0:
+        prompt, completion = prompt - 1, 1  # output was produced: it is never charged as none
+    return TokenCount(prompt, completion), True

@@ -1,0 +1,261 @@
+"""What each model API request cost, written in batches: its settlement and its request-log row.
+
+The hot path only appends an `Entry` here. A task per event loop writes what has gathered, every
+`FLUSH_SECONDS` or at `BATCH_SIZE` entries, in one transaction: each request's settlement (its
+reservation swapped for its charge, proxy/budget.py) and its row in the request log. Until then
+a request stays charged at its reservation, the upper bound, so a budget can only be understated
+as spent, never overshot; a crash loses the log rows and refunds that were waiting, never a charge.
+
+After each batch, the usage alerts (activity/alerts.py) are checked for the keys it touched, off
+the hot path; and once an hour the request log is pruned to `REQUEST_LOG_DAYS`.
+"""
+
+import asyncio
+import logging
+import time
+import weakref
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from http import HTTPStatus
+
+from activity import alerts
+from activity.models import RequestLog
+from activity.retention import prune_request_log
+from keys.models import ApiKey, Usage
+from proxy.admission import USED_SQL, Admission, Outcome
+from proxy.budget import TokenCount, charge
+from proxy.db import QuotaStoreUnavailable, database, run_orm
+from proxy.relay import OnDone, Relayed
+
+log = logging.getLogger("tollgate.proxy")
+
+FLUSH_SECONDS = 0.2
+BATCH_SIZE = 500
+MAX_WAITING = 50_000  # entries kept while the database is down; beyond that the oldest log rows go
+PRUNE_EVERY = 3600.0
+
+LOG, KEYS, USAGE = RequestLog._meta.db_table, ApiKey._meta.db_table, Usage._meta.db_table
+
+# The reservation goes back and the charge goes in. The usage row exists: the admission made it.
+SETTLE_SQL = (
+    f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s "  # noqa: S608
+    "WHERE key_id = %(key_id)s AND window_start = %(window_start)s"
+)
+# A key deleted since the request leaves no row (and does not fail the batch).
+LOG_SQL = (
+    f"INSERT INTO {LOG} (key_id, model, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
+    "estimated, ttfb_ms, duration_ms, request_id) "
+    "SELECT %(key_id)s, %(model)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, %(completion_tokens)s, "
+    "%(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s "
+    f"WHERE EXISTS (SELECT 1 FROM {KEYS} WHERE id = %(key_id)s)"
+)
+
+REFUSED_OUTCOMES = {
+    Outcome.LIMITED: RequestLog.Outcome.LIMITED,
+    Outcome.TOKENS_LIMITED: RequestLog.Outcome.LIMITED,
+    Outcome.THROTTLED: RequestLog.Outcome.THROTTLED,
+    Outcome.MODEL_NOT_FOUND: RequestLog.Outcome.INVALID,
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request's line in the ledger: its log row and, if it was admitted, its settlement."""
+
+    key_id: int
+    at: datetime
+    status: int
+    outcome: str
+    model: str
+    request_id: str
+    duration_ms: int
+    ttfb_ms: int | None = None
+    tokens: TokenCount = TokenCount(0, 0)
+    estimated: bool = False
+    window_start: date | None = None
+    reserved: int | None = None  # None: nothing to settle (refused, or given back already)
+    requests_used: int = 0  # for the alerts: the window's count after this request
+    quota: int = 0
+    token_budget: int | None = None
+
+    def settlement(self) -> dict:
+        return {
+            "key_id": self.key_id, "window_start": self.window_start, "reserved": self.reserved,
+            "charged": self.tokens.total,
+        }  # fmt: skip
+
+    def log_row(self) -> dict:
+        return {
+            "key_id": self.key_id, "model": self.model, "at": self.at, "status": self.status,
+            "outcome": self.outcome, "prompt_tokens": self.tokens.prompt_tokens,
+            "completion_tokens": self.tokens.completion_tokens, "estimated": self.estimated,
+            "ttfb_ms": self.ttfb_ms, "duration_ms": self.duration_ms, "request_id": self.request_id,
+        }  # fmt: skip
+
+
+@dataclass
+class Meter:
+    """One model API request's clock and bill, from its arrival to its one entry in the ledger."""
+
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+
+    def answered(self) -> None:
+        """The upstream's first text (or whole answer) is in hand."""
+        if self.first_byte is None:
+            self.first_byte = time.monotonic()
+
+    def _times(self) -> dict:
+        ttfb = None if self.first_byte is None else round(1000 * (self.first_byte - self.started))
+        return {"duration_ms": round(1000 * (time.monotonic() - self.started)), "ttfb_ms": ttfb}
+
+    def _entry(self, admission: Admission, **fields) -> Entry:
+        return Entry(
+            key_id=admission.key.key_id, at=admission.now, request_id=self.request_id,
+            window_start=admission.window_start, requests_used=admission.used, quota=admission.key.quota,
+            token_budget=admission.token_budget, **self._times(), **fields,
+        )  # fmt: skip
+
+    def refused(self, admission: Admission, status: int) -> None:
+        """A request that reached a key and was refused (429, or a model it may not use)."""
+        if admission.key is not None:
+            outcome = REFUSED_OUTCOMES[admission.outcome]
+            ledger().add(self._entry(admission, status=status, outcome=outcome, model=""))
+
+    def failed(self, admission: Admission, status: int, model: str = "") -> None:
+        """Every model failed before the first byte; the request was given back already."""
+        ledger().add(self._entry(admission, status=status, outcome=RequestLog.Outcome.UPSTREAM_ERROR, model=model))
+
+    def settled(
+        self, admission: Admission, *, model: str, status: int, outcome: str, reported: TokenCount | None, answer: str
+    ) -> TokenCount:
+        """The request ended: charge it, at what the upstream reported or else an estimate."""
+        cap = admission.reserved if admission.token_budget is not None else None
+        tokens, estimated = charge(reported=reported, cap=cap, prompt_size=admission.prompt_size, answer=answer)
+        entry = self._entry(
+            admission, status=status, outcome=outcome, model=model, tokens=tokens, estimated=estimated,
+            reserved=admission.reserved,
+        )  # fmt: skip
+        ledger().add(entry)
+        return tokens
+
+    def when_done(self, admission: Admission, model: str, then: OnDone | None = None) -> OnDone:
+        """What a relay does when it ends: charge the request, then whatever else the endpoint keeps."""
+
+        async def on_done(relayed: Relayed) -> None:
+            self.settled(
+                admission, model=model, status=HTTPStatus.OK, outcome=relayed.outcome, reported=relayed.usage,
+                answer=relayed.answer,
+            )  # fmt: skip
+            if then is not None:
+                await then(relayed)
+
+        return on_done
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.waiting: list[Entry] = []
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.pruned_at = time.monotonic()
+        self.alerted: set[tuple] = set()  # crossings already claimed, by this process or another
+        self.sending: set[asyncio.Task] = set()
+        self.flushing = asyncio.Lock()
+
+    def add(self, entry: Entry) -> None:
+        self.waiting.append(entry)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        if len(self.waiting) >= BATCH_SIZE:
+            self.wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), FLUSH_SECONDS)
+            self.wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what has gathered, in one transaction (after any flush already under way)."""
+        async with self.flushing:
+            await self._write()
+
+    async def _write(self) -> None:
+        batch, self.waiting = self.waiting, []
+        if not batch:
+            return
+        settlements = [e.settlement() for e in batch if e.reserved is not None]
+        try:
+            await database().batch([(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in batch])])
+        except QuotaStoreUnavailable as exc:
+            log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
+            self.waiting = (batch + self.waiting)[-MAX_WAITING:]
+            return
+        except Exception:
+            log.exception("ledger: a batch of %d entries could not be written and was dropped", len(batch))
+            return
+        await self._check_alerts(batch)
+        if time.monotonic() - self.pruned_at > PRUNE_EVERY:
+            self.pruned_at = time.monotonic()
+            await run_orm(prune_request_log)
+
+    async def _check_alerts(self, batch: list[Entry]) -> None:
+        """Thresholds the batch's keys crossed: each is claimed and mailed off the hot path."""
+        latest: dict[tuple[int, date], Entry] = {}
+        for entry in batch:
+            if entry.window_start is not None:
+                seen = latest.get((entry.key_id, entry.window_start))
+                if seen is None or entry.requests_used >= seen.requests_used:
+                    latest[(entry.key_id, entry.window_start)] = entry
+        crossings = []
+        for (key_id, window_start), entry in latest.items():
+            for threshold in alerts.crossed(entry.requests_used, entry.quota):
+                crossings.append((key_id, window_start, "requests", threshold, entry.requests_used, entry.quota))
+            if entry.token_budget:
+                row = await database().one(USED_SQL, {"key_id": key_id, "window_start": window_start})
+                used = row["tokens"] if row else 0
+                for threshold in alerts.crossed(used, entry.token_budget):
+                    crossings.append((key_id, window_start, "tokens", threshold, used, entry.token_budget))
+        for key_id, window_start, measure, threshold, used, limit in crossings:
+            if (key_id, window_start, measure, threshold) in self.alerted:
+                continue
+            if len(self.alerted) > 100_000:
+                self.alerted.clear()
+            self.alerted.add((key_id, window_start, measure, threshold))
+            crossing = {"key_id": key_id, "window_start": window_start, "measure": measure, "threshold": threshold}
+            task = asyncio.get_running_loop().create_task(
+                run_orm(alerts.alert_once, **crossing, used=used, limit=limit)
+            )
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def close(self) -> None:
+        """At shutdown: stop the timer, write what waits, and let mails being sent finish."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        await self.flush()
+        if self.sending:
+            await asyncio.wait(self.sending, timeout=15)
+
+
+_ledgers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ledger]" = weakref.WeakKeyDictionary()
+
+
+def ledger() -> Ledger:
+    """This event loop's ledger (one per uvicorn worker)."""
+    loop = asyncio.get_running_loop()
+    found = _ledgers.get(loop)
+    if found is None:
+        found = _ledgers[loop] = Ledger()
+    return found
+
+
+async def close_ledger() -> None:
+    found = _ledgers.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()

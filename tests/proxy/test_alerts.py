@@ -1,0 +1,116 @@
+"""Usage alerts: one email at 80% and one at 100% of a window's quota or budget, once, off the hot path."""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+
+import pytest
+from django.core import mail
+from django.db import close_old_connections
+from django.utils import timezone
+
+from activity import alerts
+from activity.models import AlertOptOut, UsageAlert
+from tests.asgi import fetch, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def ask(secret: str):
+    return fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret})
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_the_owner_gets_one_email_at_80_and_one_at_100_percent(alice, make_plan, make_key):
+    key, secret = make_key(alice, make_plan(quota=5))
+    for _ in range(3):
+        assert ask(secret).status_code == HTTPStatus.OK
+        settle()
+    assert mail.outbox == []
+    assert ask(secret).status_code == HTTPStatus.OK  # 4 of 5: 80%
+    settle()
+    wait_for(lambda: len(mail.outbox) == 1)
+    assert mail.outbox[0].to == [alice.email]
+    assert f"key {key.prefix}… has used 80% of its request quota" in mail.outbox[0].subject
+    assert "4 of 5 requests" in mail.outbox[0].body and "/keys/" in mail.outbox[0].body
+    for _ in range(3):  # the 5th (100%), then two refused
+        ask(secret)
+        settle()
+    wait_for(lambda: len(mail.outbox) == 2)
+    assert "has used all of its request quota" in mail.outbox[1].subject
+    time.sleep(0.3)
+    assert len(mail.outbox) == 2
+    assert set(UsageAlert.objects.values_list("measure", "threshold")) == {("requests", 80), ("requests", 100)}
+
+
+def test_a_token_budget_alerts_on_the_tokens_charged(alice, make_plan, make_key, upstream):
+    # Each request reserves its prompt's bound + 1 and is charged the 30 the stand-in reports.
+    upstream.usage = (20, 10)
+    _key, secret = make_key(alice, make_plan(quota=100, token_quota=100, max_output_tokens=1))
+    body = {"model": "demo", "messages": [{"role": "user", "content": "?"}]}
+    headers = {"Authorization": f"Bearer {secret}"}
+    for _ in range(3):
+        fetch("post", "/v1/chat/completions", data=body, content_type="application/json", headers=headers)
+        settle()
+    wait_for(lambda: len(mail.outbox) == 1)
+    assert "80% of its token budget" in mail.outbox[0].subject
+    assert "90 of 100 tokens" in mail.outbox[0].body
+
+
+def test_an_owner_who_turned_alerts_off_gets_none(alice, make_plan, make_key):
+    AlertOptOut.objects.create(user=alice)
+    _key, secret = make_key(alice, make_plan(quota=1))
+    ask(secret)
+    settle()
+    time.sleep(0.5)
+    assert mail.outbox == []
+
+
+def test_racing_senders_send_each_alert_once(alice, make_plan, make_key):
+    """What many workers crossing the same threshold at once do: the constraint lets one through."""
+    key, _secret = make_key(alice, make_plan(quota=10))
+    window_start = key.plan.window(timezone.now())[0]
+    start = threading.Barrier(8)
+
+    def send() -> bool:
+        start.wait()
+        try:
+            return alerts.alert_once(
+                key_id=key.pk, window_start=window_start, measure="requests", threshold=80, used=8, limit=10
+            )
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(8) as pool:
+        sent = list(pool.map(lambda _: send(), range(8)))
+    assert sent.count(True) == 1
+    assert len(mail.outbox) == 1 and UsageAlert.objects.count() == 1
+
+
+def test_a_mail_server_that_hangs_neither_fails_nor_slows_model_requests(alice, make_plan, make_key, settings):
+    # A server that takes the connection and never greets: sending waits out EMAIL_TIMEOUT.
+    hung = socket.create_server(("127.0.0.1", 0))
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", hung.getsockname()[1]
+    settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, 3
+    try:
+        _key, secret = make_key(alice, make_plan(quota=2))
+        ask(secret)
+        settle()  # 1 of 2: the 80% alert is being sent to the hung server
+        started = time.monotonic()
+        assert ask(secret).status_code == HTTPStatus.OK
+        settle()
+        assert time.monotonic() - started < 1.0
+        wait_for(lambda: UsageAlert.objects.count() == 2)
+        assert not UsageAlert.objects.filter(sent_at__isnull=False).exists()
+    finally:
+        hung.close()
