@@ -3,13 +3,16 @@
 import csv
 import io
 from collections.abc import AsyncIterable, AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, time
+from functools import reduce
+from operator import or_
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
 
 from activity.models import RequestLog
 from activity.serializers import FIELDS
+from keys.models import ApiKey
 
 # A cell that starts like a formula is run by spreadsheets; a leading quote keeps it text.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -42,3 +45,23 @@ async def request_log_csv(rows: AsyncIterable[dict], *, chunk_chars: int = 64 * 
             out.seek(0)
             out.truncate()
     yield out.getvalue()
+
+
+def window_by_model(keys: list[ApiKey], now: datetime) -> list[dict]:
+    """This window's requests and tokens per model across `keys`, from the request log, most used
+    first. Each key counts from the start of its own window. A refused request names no model, so
+    only those a model answered are counted."""
+    keys_by_start: dict[datetime, list[int]] = {}
+    for key in keys:
+        start = datetime.combine(key.plan.window(now)[0], time.min, tzinfo=UTC)
+        keys_by_start.setdefault(start, []).append(key.pk)
+    if not keys_by_start:
+        return []
+    since = reduce(or_, (Q(key__in=ids, at__gte=start) for start, ids in keys_by_start.items()))
+    return list(
+        RequestLog.objects.filter(since)
+        .exclude(model="")
+        .values("model")
+        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
+        .order_by("-requests", "model")
+    )

@@ -9,7 +9,17 @@ from keys.models import ApiKey, AuditEvent, Plan, Usage
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "quota", "period", "rate_limit", "burst_limit", "active", "aws_id"]
+    list_display = [
+        "name",
+        "quota",
+        "period",
+        "token_quota",
+        "max_output_tokens",
+        "rate_limit",
+        "burst_limit",
+        "active",
+        "aws_id",
+    ]
     list_filter = ["period", "active", "models"]
     search_fields = ["name"]
     filter_horizontal = ["models"]
@@ -30,7 +40,7 @@ class UsageInline(admin.TabularInline):
     model = Usage
     extra = 0
     can_delete = False
-    readonly_fields = ["window_start", "requests"]
+    readonly_fields = ["window_start", "requests", "tokens"]
     max_num = 0
 
 
@@ -58,7 +68,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Usage)
 class UsageAdmin(admin.ModelAdmin):
-    list_display = ["key", "window_start", "requests"]
+    list_display = ["key", "window_start", "requests", "tokens"]
     list_filter = ["window_start"]
     search_fields = ["key__prefix", "key__owner__email"]
 

@@ -7,7 +7,16 @@ from keys.models import ApiKey, Plan
 class PlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = Plan
-        fields = ["name", "quota", "period", "rate_limit", "burst_limit", "description"]
+        fields = [
+            "name",
+            "quota",
+            "period",
+            "rate_limit",
+            "burst_limit",
+            "token_quota",
+            "max_output_tokens",
+            "description",
+        ]
 
 
 class KeyCreateInputSerializer(serializers.Serializer):
@@ -35,9 +44,13 @@ class MessageSerializer(serializers.Serializer):
 class KeySerializer(serializers.ModelSerializer):
     plan = serializers.CharField(source="plan.name")
     # null when the backend cannot say (API Gateway's usage is briefly unavailable).
-    used_today = serializers.IntegerField(source="window.used", allow_null=True)
-    remaining_today = serializers.IntegerField(source="window.remaining", allow_null=True)
+    used_today = serializers.IntegerField(source="window.requests.used", allow_null=True)
+    remaining_today = serializers.IntegerField(source="window.requests.remaining", allow_null=True)
     resets_at = serializers.DateTimeField(source="window.resets_at", allow_null=True)
+    # The token budget's side of the same window; token_quota is also null for a plan without a budget.
+    used_tokens = serializers.IntegerField(source="window.tokens.used", allow_null=True)
+    remaining_tokens = serializers.IntegerField(source="window.tokens.remaining", allow_null=True)
+    token_quota = serializers.IntegerField(source="window.tokens.limit", allow_null=True)
 
     class Meta:
         model = ApiKey
@@ -52,6 +65,9 @@ class KeySerializer(serializers.ModelSerializer):
             "used_today",
             "remaining_today",
             "resets_at",
+            "used_tokens",
+            "remaining_tokens",
+            "token_quota",
         ]
 
 
@@ -62,6 +78,7 @@ class UsageQuerySerializer(serializers.Serializer):
 class DayUsageSerializer(serializers.Serializer):
     day = serializers.DateField()
     requests = serializers.IntegerField()
+    tokens = serializers.IntegerField(help_text="Tokens charged; 0 where the backend does not count them (aws).")
 
 
 def user_by_email(email: str):

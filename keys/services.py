@@ -8,9 +8,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from keys.backends import KeyBackend, get_backend
+from keys.backends import Counted, KeyBackend, get_backend
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
-from keys.models import ApiKey, AuditEvent, Plan, Usage
+from keys.models import ApiKey, AuditEvent, Plan
 
 log = logging.getLogger("tollgate.keys")
 
@@ -91,48 +91,62 @@ def api_key_revoke(*, key: ApiKey, actor: AbstractBaseUser, backend: KeyBackend 
 class DayUsage:
     day: date
     requests: int
+    tokens: int
 
 
 def api_key_usage(*, key: ApiKey, days: int = 30, backend: KeyBackend | None = None) -> list[DayUsage]:
-    """Requests per day for the last `days` days, oldest first, zero-filled.
+    """Requests and tokens per day for the last `days` days, oldest first, zero-filled.
 
     For DAY plans each day is its own window. For WEEK and MONTH plans the local backend
-    counts per window, so the count stands on the window's first day.
+    counts per window, so the counts stand on the window's first day.
     """
     end = _now().date()
     start = end - timedelta(days=days - 1)
     counts = (backend or get_backend()).daily_usage(key=key, start=start, end=end)
-    return [DayUsage(start + timedelta(days=i), counts.get(start + timedelta(days=i), 0)) for i in range(days)]
+    span = [start + timedelta(days=i) for i in range(days)]
+    return [DayUsage(day, *counts.get(day, Counted())) for day in span]
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How much of one limit a window has used: the request quota, or the token budget."""
+
+    used: int
+    limit: int | None  # None: no limit (a plan without a token budget)
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.limit is None else max(self.limit - self.used, 0)
+
+    @property
+    def percent(self) -> int | None:
+        if self.limit is None:
+            return None
+        return min(100, round(100 * self.used / self.limit)) if self.limit else 100
 
 
 @dataclass(frozen=True)
 class WindowUsage:
-    used: int
-    limit: int
+    """A key's use of its current window. API Gateway counts no tokens: there they stay 0."""
+
+    requests: Allowance
+    tokens: Allowance
     resets_at: datetime
-
-    @property
-    def remaining(self) -> int:
-        return max(self.limit - self.used, 0)
-
-    @property
-    def percent(self) -> int:
-        return min(100, round(100 * self.used / self.limit)) if self.limit else 100
 
 
 def used_in_window(key: ApiKey, now: datetime) -> int:
     """Requests counted in the key's quota window holding `now` (local backend)."""
     window_start, _ = key.plan.window(now)
-    return Usage.objects.filter(key=key, window_start=window_start).values_list("requests", flat=True).first() or 0
+    return get_backend("local").window_usage(key=key, start=window_start, today=now.date()).requests
 
 
 def api_key_window_usage(*, key: ApiKey, backend: KeyBackend | None = None) -> WindowUsage:
     """Use of the key's current quota window ("today" for the DAY plans)."""
     now = _now()
     window_start, resets_at = key.plan.window(now)
-    backend = backend or get_backend()
-    if backend.name == "aws":
-        used = sum(backend.daily_usage(key=key, start=window_start, end=now.date()).values())
-    else:
-        used = used_in_window(key, now)
-    return WindowUsage(used=used, limit=key.plan.quota, resets_at=resets_at)
+    used = (backend or get_backend()).window_usage(key=key, start=window_start, today=now.date())
+    return WindowUsage(
+        requests=Allowance(used.requests, key.plan.quota),
+        tokens=Allowance(used.tokens, key.plan.token_quota),
+        resets_at=resets_at,
+    )

@@ -22,4 +22,5 @@ page_urlpatterns = [
     path("", views.keys_page, name="keys"),
     path("<int:key_id>/rotate", views.key_rotate, name="key-rotate"),
     path("<int:key_id>/revoke", views.key_revoke, name="key-revoke"),
+    path("alerts", views.usage_alerts, name="usage-alerts"),
 ]

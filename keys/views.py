@@ -1,4 +1,4 @@
-"""Server-rendered key pages: create (the secret shown once), rotate, revoke."""
+"""Server-rendered key pages: create (the secret shown once), rotate, revoke, usage alerts."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from activity.forms import UsageAlertsForm
 from keys import services
 from keys.api import churn_limited
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
@@ -17,7 +18,13 @@ BACKEND_DOWN = "The key service is unavailable right now; nothing was changed. P
 
 
 def render_keys(request: HttpRequest, *, form: KeyCreateForm | None, secret: str = "", new_key=None, status=200):
-    context = {"form": form, "keys": keys_with_usage(request.user), "secret": secret, "new_key": new_key}
+    context = {
+        "form": form,
+        "keys": keys_with_usage(request.user),
+        "secret": secret,
+        "new_key": new_key,
+        "alerts_form": UsageAlertsForm(user=request.user),
+    }
     return render(request, "keys/keys.html", context, status=status)
 
 
@@ -77,4 +84,15 @@ def key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
         messages.error(request, BACKEND_DOWN)
         return redirect("keys")
     messages.success(request, f"Key {key.prefix}… revoked. It is refused from now on.")
+    return redirect("keys")
+
+
+@require_POST
+def usage_alerts(request: HttpRequest) -> HttpResponse:
+    form = UsageAlertsForm(request.POST, user=request.user)
+    form.is_valid()  # a checkbox: anything but a ticked box is "off"
+    if form.save():
+        messages.success(request, "Usage alerts are on: you get an email at 80% and at 100% of a key's limits.")
+    else:
+        messages.success(request, "Usage alerts are off. You can turn them on again here.")
     return redirect("keys")

@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import date
 from http import HTTPStatus
 
@@ -6,32 +7,61 @@ from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from keys.presenters import keys_with_usage
+from activity.services import window_by_model
+from keys.presenters import KeyRow, keys_with_usage
 
 
-def usage_chart(rows, days: int = 30) -> dict:
-    """Daily totals across the user's keys, as bar heights for an inline SVG."""
-    totals: dict[date, int] = {}
+def usage_chart(rows: list[KeyRow], days: int = 30) -> dict:
+    """Daily totals across the user's keys for an inline SVG: requests as bars, tokens as a line,
+    each on its own scale (bars 10 wide, the baseline at y=90, the day of the peak 80 high)."""
+    requests: Counter[date] = Counter()
+    tokens: Counter[date] = Counter()
     for row in rows:
         for day in row.days or []:
-            totals[day.day] = totals.get(day.day, 0) + day.requests
-    series = sorted(totals.items())[-days:]
-    peak = max((n for _, n in series), default=0)
+            requests[day.day] += day.requests
+            tokens[day.day] += day.tokens
+    span = sorted(requests.keys() | tokens.keys())[-days:]
+    peak = max((requests[day] for day in span), default=0)
+    token_peak = max((tokens[day] for day in span), default=0)
+
+    def height(n: int, top: int) -> int:
+        return round(80 * n / top) if top else 0
+
     bars = [
-        {"day": day, "requests": n, "x": i * 10, "height": round(80 * n / peak) if peak else 0}
-        for i, (day, n) in enumerate(series)
+        {
+            "day": day,
+            "requests": requests[day],
+            "tokens": tokens[day],
+            "x": i * 10,
+            "y": 90 - height(requests[day], peak),
+            "height": height(requests[day], peak),
+        }
+        for i, day in enumerate(span)
     ]
-    for bar in bars:
-        bar["y"] = 90 - bar["height"]
-    return {"bars": bars, "peak": peak, "total": sum(n for _, n in series), "width": len(bars) * 10}
+    line = " ".join(f"{bar['x'] + 5},{90 - height(bar['tokens'], token_peak)}" for bar in bars)
+    return {
+        "bars": bars,
+        "line": line,
+        "peak": peak,
+        "token_peak": token_peak,
+        "total": sum(bar["requests"] for bar in bars),
+        "total_tokens": sum(bar["tokens"] for bar in bars),
+        "width": len(bars) * 10,
+    }
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     rows = keys_with_usage(request.user, days=30)
-    return render(request, "portal/dashboard.html", {"rows": rows, "chart": usage_chart(rows)})
+    context = {
+        "rows": rows,
+        "chart": usage_chart(rows),
+        "by_model": window_by_model([row.key for row in rows], timezone.now()),
+    }
+    return render(request, "portal/dashboard.html", context)
 
 
 @login_not_required

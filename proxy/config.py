@@ -125,10 +125,9 @@ PLAN = Schema(
         "burst": Field("burst_limit", count, None),
         "description": Field("description", text, ""),
         "active": Field("active", flag, True),
+        "tokens": Field("token_quota", count, None),
+        "max_output_tokens": Field("max_output_tokens", count, None),
         "models": Field("models", model_names, []),
-        # The token budget's keys join here with the Plan fields that hold them:
-        # "tokens": Field("token_quota", count, None),
-        # "max_output_tokens": Field("max_output_tokens", count, None),
     },
     links="models",
 )

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -18,6 +18,13 @@ class IssuedSecret:
     backend_key_id: str = ""  # aws backend: API Gateway's key id
 
 
+class Counted(NamedTuple):
+    """What a key used in a day or a window: requests, and tokens where the backend counts them."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
 class KeyBackend(Protocol):
     name: str
 
@@ -31,8 +38,11 @@ class KeyBackend(Protocol):
 
     def revoke(self, *, key: ApiKey) -> None: ...
 
-    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, int]:
-        """Requests per day from `start` to `end` inclusive (missing days are 0)."""
+    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, Counted]:
+        """Use per day from `start` to `end` inclusive (missing days used nothing)."""
+
+    def window_usage(self, *, key: ApiKey, start: date, today: date) -> Counted:
+        """Use in the key's quota window that began on `start`, up to `today`."""
 
 
 def get_backend(name: str | None = None) -> KeyBackend:

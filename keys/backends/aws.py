@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 
-from keys.backends import IssuedSecret
+from keys.backends import Counted, IssuedSecret
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
 from keys.models import ApiKey, Plan
 
@@ -72,6 +72,7 @@ class AwsBackend(GatewayClient):
                 "burst_limit": throttle.get("burstLimit") or None,
                 "description": item.get("description", ""),
                 "aws_id": item["id"],
+                "token_quota": None,  # API Gateway counts requests only
             }
             plan = Plan.objects.filter(Q(aws_id=item["id"]) | Q(name=item["name"])).order_by("-aws_id").first()
             if plan is None:
@@ -136,7 +137,8 @@ class AwsBackend(GatewayClient):
             # Logged with the id only; an operator can remove the key by hand.
             log.exception("rollback failed: API key %s could not be deleted", key_id)
 
-    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, int]:
+    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, Counted]:
+        """Requests per day; API Gateway counts no tokens."""
         try:
             # https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html
             answer = self.client.get_usage(
@@ -154,7 +156,11 @@ class AwsBackend(GatewayClient):
             raise BackendUnavailable(f"get_usage: {exc}") from exc
         first = date.fromisoformat(answer.get("startDate", start.isoformat()))
         days = (answer.get("items") or {}).get(key.backend_key_id, [])
-        return {first + timedelta(days=i): int(used) for i, (used, _remaining) in enumerate(days)}
+        return {first + timedelta(days=i): Counted(int(used)) for i, (used, _remaining) in enumerate(days)}
+
+    def window_usage(self, *, key: ApiKey, start: date, today: date) -> Counted:
+        # API Gateway counts per day: the window is the sum of its days so far.
+        return Counted(sum(day.requests for day in self.daily_usage(key=key, start=start, end=today).values()))
 
     def key_value(self, key: ApiKey) -> str:
         """The key's value, fetched by id when the chat relay needs it; never stored."""

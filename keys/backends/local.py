@@ -5,7 +5,7 @@ from datetime import date
 from django.contrib.auth.models import AbstractBaseUser
 
 from keys import tokens
-from keys.backends import IssuedSecret
+from keys.backends import Counted, IssuedSecret
 from keys.models import ApiKey, Plan, Usage
 
 
@@ -25,6 +25,15 @@ class LocalBackend:
     def revoke(self, *, key: ApiKey) -> None:
         pass  # the row's status is the revocation
 
-    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, int]:
+    def daily_usage(self, *, key: ApiKey, start: date, end: date) -> dict[date, Counted]:
+        # One row per quota window, on the window's first day.
         rows = Usage.objects.filter(key=key, window_start__range=(start, end))
-        return dict(rows.values_list("window_start", "requests"))
+        return {
+            day: Counted(requests, tokens)
+            for day, requests, tokens in rows.values_list("window_start", "requests", "tokens")
+        }
+
+    def window_usage(self, *, key: ApiKey, start: date, today: date) -> Counted:
+        # The row that admission counts against, exactly.
+        row = Usage.objects.filter(key=key, window_start=start).values_list("requests", "tokens").first()
+        return Counted(*row) if row else Counted()

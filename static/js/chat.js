@@ -88,8 +88,12 @@
         : " — slow down a little and try again in a second. ";
       left -= 1;
     };
-    tick();
-    countdown = setInterval(tick, 1000);
+    if (body.detail) {
+      info.textContent = " — " + body.detail + " "; // the server's words, e.g. what the token budget has left
+    } else {
+      tick();
+      countdown = setInterval(tick, 1000);
+    }
     var link = document.createElement("a");
     link.href = "/keys/";
     link.textContent = "Get a bigger plan";
@@ -111,6 +115,19 @@
     });
   }
 
+  // One bar (requests or tokens) of the key's usage box, as templates/keys/_bar.html paints it.
+  function paintBar(box, measure, used, limit) {
+    var bar = box.querySelector('.bar[data-measure="' + measure + '"]');
+    if (!bar || used === null || limit === null) return;
+    var pct = limit ? Math.min(100, Math.round(100 * used / limit)) : 100;
+    var fill = bar.querySelector(".fill");
+    fill.dataset.width = pct;
+    fill.classList.toggle("full", used >= limit);
+    fill.classList.toggle("warn", used < limit && pct >= 80);
+    fill.style.width = pct + "%";
+    bar.setAttribute("aria-valuenow", used);
+  }
+
   function refreshUsage(keyId) {
     return fetch("/api/keys/" + keyId + "/", { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
@@ -118,19 +135,12 @@
         if (!key) return;
         var box = document.querySelector('[data-for-key="' + keyId + '"]');
         if (!box) return;
-        var limit = key.used_today + key.remaining_today;
-        var pct = limit ? Math.min(100, Math.round(100 * key.used_today / limit)) : 100;
-        var fill = box.querySelector(".fill");
-        if (fill) {
-          fill.dataset.width = pct;
-          fill.classList.toggle("full", key.remaining_today === 0);
-          fill.classList.toggle("warn", key.remaining_today > 0 && pct >= 80);
-          fill.style.width = pct + "%";
-        }
+        paintBar(box, "requests", key.used_today, key.used_today + key.remaining_today);
         var used = box.querySelector("[data-used]");
         if (used) used.textContent = key.used_today;
-        var bar = box.querySelector(".bar");
-        if (bar) bar.setAttribute("aria-valuenow", key.used_today);
+        paintBar(box, "tokens", key.used_tokens, key.token_quota);
+        var usedTokens = box.querySelector("[data-used-tokens]");
+        if (usedTokens && key.used_tokens !== null) usedTokens.textContent = key.used_tokens.toLocaleString("en-US");
       });
   }
 

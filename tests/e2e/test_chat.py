@@ -150,3 +150,39 @@ def test_pages_fit_a_phone_screen(new_page, alice, plan10):
     anonymous.goto("/accounts/signup/")
     expect(anonymous.get_by_role("button", name="Sign Up")).to_be_visible()
     assert anonymous.evaluate(NO_HORIZONTAL_SCROLL), "the signup page scrolls sideways on a phone"
+
+
+def token_text(page: Page):
+    return page.locator(".key-usage:not([hidden]) [data-tokens-text]")
+
+
+def test_the_token_budget_shows_beside_the_quota_and_follows_each_answer(new_page, alice, make_plan):
+    services.api_key_create(user=alice, plan=make_plan("Metered", quota=10, token_quota=50000))
+    page = new_page(user=alice)
+
+    page.goto("/chat/")
+    expect(usage_text(page).first).to_contain_text("0 of 10 used")
+    expect(token_text(page)).to_have_text("0 of 50,000 tokens")
+    page.get_by_label("Message").fill("Count my tokens")
+    page.get_by_role("button", name="Send").click()
+    wait_for_answer(page, 1, quoting="Count my tokens")
+
+    expect(usage_text(page).first).to_contain_text("1 of 10 used")
+    expect(token_text(page)).not_to_have_text("0 of 50,000 tokens")
+    expect(token_text(page)).to_have_text(re.compile(r"^[1-9][\d,]* of 50,000 tokens$"))
+
+
+def test_a_token_budget_that_cannot_cover_a_message_shows_the_limit_banner_with_why(new_page, alice, make_plan):
+    services.api_key_create(user=alice, plan=make_plan("Sip", quota=10, token_quota=1))
+    page = new_page(user=alice)
+
+    page.goto("/chat/")
+    page.get_by_label("Message").fill("Anything at all")
+    page.get_by_role("button", name="Send").click()
+
+    banner = page.get_by_role("alert")
+    expect(banner).to_contain_text("Limit Exceeded")
+    expect(banner).to_contain_text("token budget has 1 tokens left")
+    expect(page.get_by_label("Message")).to_have_value("Anything at all")
+    expect(page.locator("#log .bubble-user")).to_have_count(0)
+    expect(usage_text(page).first).to_contain_text("0 of 10 used")

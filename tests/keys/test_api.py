@@ -23,8 +23,18 @@ def test_plans_are_listed(alice_client):
         "period": "DAY",
         "rate_limit": None,
         "burst_limit": None,
+        "token_quota": None,
+        "max_output_tokens": None,
         "description": plans[0]["description"],
     }
+
+
+def test_plans_list_their_token_budget_and_output_cap(alice_client, make_plan):
+    make_plan("Metered", quota=100, token_quota=50000, max_output_tokens=512)
+
+    plans = {p["name"]: p for p in alice_client.get("/api/plan").json()}
+
+    assert (plans["Metered"]["token_quota"], plans["Metered"]["max_output_tokens"]) == (50000, 512)
 
 
 def test_it_creates_a_key_and_shows_the_secret_once(alice_client, alice):
@@ -147,9 +157,40 @@ def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, m
             "used_today": 7,
             "remaining_today": 3,
             "resets_at": listing[0]["resets_at"],
+            "used_tokens": 0,
+            "remaining_tokens": None,
+            "token_quota": None,
         }
     ]
     assert secret not in str(listing)
+
+
+def test_listing_shows_the_token_budgets_use(alice_client, alice, make_plan, make_key):
+    plan = make_plan("Metered", quota=100, token_quota=50000)
+    key, _ = make_key(alice, plan)
+    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, tokens=1234)
+
+    listed = alice_client.get("/api/keys/").json()[0]
+    detail = alice_client.get(f"/api/keys/{key.pk}/").json()
+
+    assert listed == detail
+    assert (listed["used_today"], listed["remaining_today"]) == (3, 97)
+    assert (listed["used_tokens"], listed["remaining_tokens"], listed["token_quota"]) == (1234, 48766, 50000)
+
+
+def test_the_token_budget_counts_only_the_current_window(alice_client, alice, make_plan, make_key):
+    from datetime import timedelta
+
+    plan = make_plan("Weekly", quota=100, period="WEEK", token_quota=1000)
+    key, _ = make_key(alice, plan)
+    this_week = plan.window(key.created)[0]
+    Usage.objects.create(key=key, window_start=this_week, requests=2, tokens=1500)
+    Usage.objects.create(key=key, window_start=this_week - timedelta(days=7), requests=9, tokens=900)
+
+    listed = alice_client.get("/api/keys/").json()[0]
+
+    # Over the budget (a crash kept a reservation): nothing remains, never a negative number.
+    assert (listed["used_today"], listed["used_tokens"], listed["remaining_tokens"]) == (2, 1500, 0)
 
 
 def test_revoke_answers_204_and_frees_the_plan(alice_client, alice, plan10, make_key):
@@ -184,13 +225,14 @@ def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
 
     key, _ = make_key(alice, plan10)
     today = timezone.now().date()
-    Usage.objects.create(key=key, window_start=today, requests=4)
-    Usage.objects.create(key=key, window_start=today - timedelta(days=2), requests=9)
+    Usage.objects.create(key=key, window_start=today, requests=4, tokens=310)
+    Usage.objects.create(key=key, window_start=today - timedelta(days=2), requests=9, tokens=2000)
+    Usage.objects.create(key=key, window_start=today - timedelta(days=3), requests=5, tokens=77)
     days = alice_client.get(f"/api/keys/{key.pk}/usage?days=3").json()
     assert days == [
-        {"day": str(today - timedelta(days=2)), "requests": 9},
-        {"day": str(today - timedelta(days=1)), "requests": 0},
-        {"day": str(today), "requests": 4},
+        {"day": str(today - timedelta(days=2)), "requests": 9, "tokens": 2000},
+        {"day": str(today - timedelta(days=1)), "requests": 0, "tokens": 0},
+        {"day": str(today), "requests": 4, "tokens": 310},
     ]
     assert len(alice_client.get(f"/api/keys/{key.pk}/usage").json()) == 30
 

@@ -9,7 +9,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from keys import services
-from keys.models import ApiKey, AuditEvent
+from keys.models import ApiKey, AuditEvent, Plan
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +98,8 @@ def test_plans_are_the_usage_plans_in_api_gateway(alice_client, gold, silver):
         "period": "WEEK",
         "rate_limit": 2,
         "burst_limit": 5,
+        "token_quota": None,
+        "max_output_tokens": None,
         "description": "",
     }
     assert listed_gold == {
@@ -106,8 +108,19 @@ def test_plans_are_the_usage_plans_in_api_gateway(alice_client, gold, silver):
         "period": "DAY",
         "rate_limit": None,
         "burst_limit": None,
+        "token_quota": None,
+        "max_output_tokens": None,
         "description": "For teams.",
     }
+
+
+def test_a_plan_mirrored_from_api_gateway_has_no_token_budget(alice_client, gold):
+    # API Gateway counts requests only: a budget left on the row (say by load_config) is not enforced there.
+    Plan.objects.create(name="Gold", quota=100, token_quota=5000)
+
+    alice_client.get("/api/plan")
+
+    assert Plan.objects.get(name="Gold").token_quota is None
 
 
 def test_a_seed_plan_missing_from_api_gateway_is_unknown(apigw, alice_client, gold):
@@ -246,12 +259,24 @@ def test_usage_comes_from_api_gateway(apigw, alice_client, alice, gold, stand_in
     response = alice_client.get(f"/api/keys/{key.pk}/usage?days=3")
     assert response.status_code == HTTPStatus.OK
     assert response.json() == [
-        {"day": "2026-03-08", "requests": 4},
-        {"day": "2026-03-09", "requests": 0},
-        {"day": "2026-03-10", "requests": 7},
+        {"day": "2026-03-08", "requests": 4, "tokens": 0},
+        {"day": "2026-03-09", "requests": 0, "tokens": 0},
+        {"day": "2026-03-10", "requests": 7, "tokens": 0},
     ]
     [listed] = alice_client.get("/api/keys/").json()
     assert (listed["used_today"], listed["remaining_today"]) == (7, 93)
+    assert (listed["used_tokens"], listed["remaining_tokens"], listed["token_quota"]) == (0, None, None)
+
+
+def test_a_weekly_window_adds_up_the_days_api_gateway_counted(apigw, alice_client, silver, stand_ins, monkeypatch):
+    monkeypatch.setattr(services, "_now", lambda: NOW)  # a Tuesday: the week began yesterday
+    create(alice_client, "Silver")
+    sunday, monday = date(2026, 3, 8), date(2026, 3, 9)
+    stand_ins["GetUsage"] = usage_answer({sunday: 4, monday: 2, NOW.date(): 3}, quota=50, apigw=apigw)
+
+    [listed] = alice_client.get("/api/keys/").json()
+
+    assert (listed["used_today"], listed["remaining_today"]) == (5, 45)
 
 
 def test_usage_asks_for_this_key_on_its_plan(apigw, alice_client, alice, gold, stand_ins, monkeypatch):

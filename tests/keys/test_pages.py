@@ -1,8 +1,11 @@
 from http import HTTPStatus
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from keys.models import ApiKey, Usage
+from proxy.models import LanguageModel
 
 pytestmark = pytest.mark.django_db
 
@@ -67,16 +70,81 @@ def test_revoke_and_rotate_only_take_post(alice_client, alice, plan10, make_key)
     assert alice_client.get(f"/keys/{key.pk}/rotate").status_code == HTTPStatus.METHOD_NOT_ALLOWED
 
 
-def test_the_dashboard_shows_todays_use_and_the_chart(alice_client, alice, plan10, make_key):
+@pytest.fixture
+def metered(make_plan):
+    """A plan with a token budget that grants two models."""
+    plan = make_plan("Metered", quota=100, token_quota=50000)
+    plan.models.set(
+        [
+            LanguageModel.objects.create(name="fast", base_url="http://127.0.0.1:9000/v1"),
+            LanguageModel.objects.create(name="backup", base_url="https://llm.example.com/v1"),
+        ]
+    )
+    return plan
+
+
+def test_the_plan_picker_shows_each_plans_token_budget_and_models(alice_client, plan10, metered):
+    page = alice_client.get("/keys/").content.decode()
+
+    assert "10RequestPerDay — 10 requests per day · no token budget · all models" in page
+    assert "Metered — 100 requests per day · 50,000 tokens per day · backup, fast" in page
+
+
+def test_each_key_shows_its_plans_token_budget_and_models(alice_client, alice, plan10, metered, make_key):
+    make_key(alice, plan10)
+    make_key(alice, metered)
+
+    page = alice_client.get("/keys/").content.decode()
+
+    assert '<span class="muted small plan-terms">no token budget · all models</span>' in page
+    assert '<span class="muted small plan-terms">50,000 tokens per day · backup, fast</span>' in page
+
+
+def test_the_keys_page_reads_the_plans_models_in_one_query_however_many_plans(alice_client, make_plan):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            alice_client.get("/keys/")
+        return len(captured)
+
+    model = LanguageModel.objects.create(name="fast", base_url="http://127.0.0.1:9000/v1")
+    make_plan("One").models.set([model])
+    one_plan = queries()
+    for name in ("Two", "Three", "Four"):
+        make_plan(name).models.set([model])
+
+    assert queries() == one_plan
+
+
+@pytest.mark.parametrize("path", ["/", "/keys/", "/chat/"])
+def test_a_key_with_a_token_budget_shows_its_use_beside_the_request_quota(alice_client, alice, metered, make_key, path):
+    key, _ = make_key(alice, metered)
+    Usage.objects.create(key=key, window_start=metered.window(key.created)[0], requests=7, tokens=41234)
+
+    page = alice_client.get(path).content.decode()
+
+    assert "<strong data-used>7</strong> of 100 used" in page
+    assert "<strong data-used-tokens>41,234</strong> of 50,000 tokens" in page
+    assert 'aria-label="Tokens used this period" aria-valuemin="0" aria-valuemax="50000" aria-valuenow="41234"' in page
+    assert '<span class="fill warn" data-width="82">' in page
+
+
+@pytest.mark.parametrize("path", ["/", "/keys/", "/chat/"])
+def test_a_key_without_a_token_budget_shows_no_token_bar(alice_client, alice, plan10, make_key, path):
     key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=7)
-    page = alice_client.get("/").content.decode()
-    assert "of 10 used, resets in" in page
-    assert "<strong data-used>7</strong>" in page
-    assert 'class="chart-bar"' in page
-    assert "7 requests" in page
+    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=3, tokens=900)
+
+    page = alice_client.get(path).content.decode()
+
+    assert "<strong data-used>3</strong> of 10 used" in page
+    assert "data-used-tokens" not in page
+    assert 'data-measure="tokens"' not in page
 
 
-def test_the_dashboard_has_an_empty_state(alice_client):
-    page = alice_client.get("/").content.decode()
-    assert "No keys yet — create one" in page
+def test_a_spent_token_budget_shows_a_full_bar(alice_client, alice, metered, make_key):
+    key, _ = make_key(alice, metered)
+    Usage.objects.create(key=key, window_start=metered.window(key.created)[0], requests=1, tokens=50000)
+
+    page = alice_client.get("/keys/").content.decode()
+
+    assert "<strong data-used-tokens>50,000</strong> of 50,000 tokens" in page
+    assert '<span class="fill full" data-width="100">' in page

@@ -36,6 +36,8 @@ period = "DAY"
 models = ["fast", "backup"]
 rate = 5
 burst = 10
+tokens = 50000
+max_output_tokens = 512
 description = "For trying things out."
 
 [[plan]]
@@ -114,6 +116,7 @@ def test_it_loads_models_fallbacks_plans_and_grants(tmp_path):
     assert fallbacks_of("backup") == []
     starter = Plan.objects.get(name="Starter")
     assert (starter.quota, starter.period, starter.rate_limit, starter.burst_limit) == (100, "DAY", 5, 10)
+    assert (starter.token_quota, starter.max_output_tokens) == (50000, 512)
     assert starter.description == "For trying things out."
     assert granted_by("Starter") == {"fast", "backup"}
     team = Plan.objects.get(name="Team")
@@ -124,6 +127,7 @@ def test_it_loads_models_fallbacks_plans_and_grants(tmp_path):
         None,
         True,
     )
+    assert (team.token_quota, team.max_output_tokens) == (None, None)
     assert granted_by("Team") == set()
 
 
@@ -160,6 +164,21 @@ def test_a_changed_file_updates_only_what_changed(tmp_path):
     assert fallbacks_of("fast") == ["spare", "backup"]
     assert LanguageModel.objects.get(name="backup").updated == LONG_AGO
     assert granted_by("Starter") == set()
+
+
+def test_a_token_budget_is_changed_and_left_out_to_remove_it(tmp_path):
+    load(tmp_path, GOOD)
+
+    out = load(tmp_path, GOOD.replace("tokens = 50000", "tokens = 75000"))
+
+    assert "plans: 0 created, 1 updated, 1 unchanged" in out
+    assert Plan.objects.get(name="Starter").token_quota == 75000
+
+    out = load(tmp_path, GOOD.replace("tokens = 50000\n", "").replace("max_output_tokens = 512\n", ""))
+
+    assert "plans: 0 created, 1 updated, 1 unchanged" in out
+    starter = Plan.objects.get(name="Starter")
+    assert (starter.token_quota, starter.max_output_tokens) == (None, None)
 
 
 def test_a_new_fallback_order_alone_counts_as_an_update(tmp_path):
@@ -221,6 +240,9 @@ def test_the_example_file_loads(tmp_path):
     assert fallbacks_of("fast") == ["backup"]
     assert granted_by("Starter") == {"fast"}
     assert granted_by("Team") == set()
+    starter, team = Plan.objects.get(name="Starter"), Plan.objects.get(name="Team")
+    assert (starter.token_quota, starter.max_output_tokens) == (50000, 512)
+    assert (team.token_quota, team.max_output_tokens) == (None, None)
 
 
 MODEL = '\n[[model]]\nbase_url = "https://broken.example.com/v1"\n'
@@ -267,7 +289,19 @@ PLAN = '\n[[plan]]\nname = "Starter"\nperiod = "DAY"\n'
         (PLAN + "requests = 10\nrate = true\n", 'plan "Starter": rate must be a whole number, not true'),
         (PLAN + "requests = 10\nburst = -1\n", 'plan "Starter": burst must be at least 1, not -1'),
         (PLAN, 'plan "Starter": missing field "requests"'),
-        (PLAN + "requests = 10\ntokens = 500\n", 'plan "Starter": unknown field "tokens"'),
+        (PLAN + "requests = 10\ntoken = 500\n", 'plan "Starter": unknown field "token"'),
+        (PLAN + "requests = 10\ntokens = 0\n", 'plan "Starter": tokens must be at least 1, not 0'),
+        (PLAN + 'requests = 10\ntokens = "50k"\n', 'plan "Starter": tokens must be a whole number, not "50k"'),
+        (PLAN + "requests = 10\ntokens = 5e4\n", 'plan "Starter": tokens must be a whole number, not 50000.0'),
+        (
+            PLAN + "requests = 10\ntokens = 99999999999999999999\n",
+            'plan "Starter": tokens 99999999999999999999 is refused: Ensure this value is less than or equal to',
+        ),
+        (PLAN + "requests = 10\nmax_output_tokens = -3\n", 'plan "Starter": max_output_tokens must be at least 1'),
+        (
+            PLAN + "requests = 10\nmax_output_tokens = false\n",
+            'plan "Starter": max_output_tokens must be a whole number, not false',
+        ),
         (PLAN + "requests = 10\ndescription = 5\n", 'plan "Starter": description must be a string, not 5'),
         (PLAN + 'requests = 10\nmodels = "fast"\n', 'plan "Starter": models must be a list of model names, not "fast"'),
         (PLAN + "requests = 10\nmodels = [1]\n", 'plan "Starter": models must be a list of model names, not [1]'),
@@ -380,3 +414,27 @@ def test_the_plan_admin_picks_the_granted_models(admin_client, tmp_path):
     assert page.status_code == HTTPStatus.OK
     assert 'id="id_models"' in page.content.decode()
     assert "selectfilter" in page.content.decode().lower()
+
+
+def test_the_plan_admin_lists_and_edits_the_token_budget(admin_client, tmp_path):
+    load(tmp_path, GOOD)
+    starter = Plan.objects.get(name="Starter")
+    change_url = f"/admin/keys/plan/{starter.pk}/change/"
+
+    listing = admin_client.get("/admin/keys/plan/").content.decode()
+    form = admin_client.get(change_url).content.decode()
+
+    assert "Token budget" in listing
+    assert '<td class="field-token_quota">50000</td>' in listing
+    assert 'name="token_quota" value="50000"' in form
+    assert 'name="max_output_tokens" value="512"' in form
+
+    edited = {
+        "name": "Starter", "quota": 100, "period": "DAY", "token_quota": 1234, "max_output_tokens": "",
+        "description": "", "active": "on", "models": [m.pk for m in starter.models.all()],
+    }  # fmt: skip
+    response = admin_client.post(change_url, edited)
+
+    assert response.status_code == HTTPStatus.FOUND
+    starter.refresh_from_db()
+    assert (starter.token_quota, starter.max_output_tokens) == (1234, None)
