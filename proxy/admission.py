@@ -147,7 +147,8 @@ class Admission:
             return (
                 f"Limit Exceeded: {self.tokens_left:,} tokens left of {key.token_quota:,} per {key.period_word}, "
                 f"and this request reserves up to {self.reserved:,} ({self.prompt_size:,} for the prompt, "
-                f"{self.max_tokens or 0:,} for the answer). Lower max_tokens, or wait {self.resets_in} for the reset."
+                f"{self.reserved - self.prompt_size:,} for the answer). "
+                f"Lower max_tokens, or wait {self.resets_in} for the reset."
             )
         return f"Limit Exceeded: {key.quota} requests per {key.period_word} used. The quota resets in {self.resets_in}."
 
@@ -211,12 +212,14 @@ async def admit(
     model: str | None = None,
     prompt_size: int = 0,
     max_tokens: int | None = None,
+    choices: int = 1,
     client_ip: str | None = None,
     now: datetime | None = None,
 ) -> Admission:
     """Authenticate, check the model, throttle, then count one request and reserve its tokens;
     in that order, so that nothing refused is counted. `prompt_size` is the prompt's bound in bytes
-    and `max_tokens` the answer's bound the request asked for, if any (proxy/budget.py).
+    and `max_tokens` the answer's bound the request asked for, if any, for each of its `choices`
+    (proxy/budget.py).
     Raises QuotaStoreUnavailable: callers fail closed."""
     now = now or timezone.now()
     key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
@@ -235,7 +238,7 @@ async def admit(
     )
     terms = {
         "now": now, "key": key, "route": route, "window_start": window_start, "prompt_size": prompt_size,
-        "reserved": prompt_size + (bound or 0), "max_tokens": bound,
+        "reserved": prompt_size + choices * (bound or 0), "max_tokens": bound,
         "capped": max_tokens is not None and bound is not None and max_tokens > bound,
     }  # fmt: skip
     if await _throttled(key):

@@ -7,6 +7,7 @@ MAX_BODY_BYTES = 1_000_000
 MAX_MESSAGE_CHARS = 32_000
 MAX_MESSAGES = 200
 MAX_CONVERSATION_ID = 100
+MAX_CHOICES = 8  # `n`: each choice is another answer to reserve tokens for
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # Sampling parameters passed to the model as they are (type-checked); other fields are dropped.
 PASSTHROUGH = {
@@ -96,4 +97,8 @@ def parse_chat_body(raw: bytes) -> dict:
             if not isinstance(value, kinds) or isinstance(value, bool):
                 raise InvalidRequest(f"`{name}` has the wrong type.", code="invalid_type")
             result[name] = value
+    if not 1 <= result.get("n", 1) <= MAX_CHOICES:
+        raise InvalidRequest(f"`n` must be between 1 and {MAX_CHOICES}.", code="invalid_value")
+    if stream and result.get("n", 1) > 1:
+        raise InvalidRequest("A streamed completion has one choice: leave out `n`.", code="invalid_value")
     return result

@@ -188,7 +188,7 @@ async def chat_completions(request: Request) -> Response:
     asked = [body.pop(name) for name in ("max_tokens", "max_completion_tokens") if name in body]
     admission = await admit_request(
         request, presented_key(request, bearer=True), model=model_name,
-        prompt_size=prompt_bytes(body["messages"]), max_tokens=min(asked, default=None),
+        prompt_size=prompt_bytes(body["messages"]), max_tokens=min(asked, default=None), choices=body.get("n", 1),
     )  # fmt: skip
     if admission is None:
         return OPENAI.forbidden()

@@ -141,6 +141,14 @@ def test_a_request_the_budget_cannot_cover_is_429_saying_how_many_tokens_are_lef
     assert RequestLog.objects.filter(outcome="limited", status=429).count() == 1
 
 
+def test_each_choice_asked_for_reserves_its_own_answer(budget_key, upstream):
+    _key, secret = budget_key(token_quota=PROMPT + 25)
+    assert complete(secret, max_tokens=10, n=3).status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert complete(secret, max_tokens=10, n=2).status_code == HTTPStatus.OK
+    assert upstream.bodies[-1]["n"] == 2
+    assert complete(secret, max_tokens=10, n=2, stream=True).status_code == HTTPStatus.BAD_REQUEST
+
+
 def test_query_is_refused_the_same_way_in_its_own_shape(budget_key):
     _key, secret = budget_key(token_quota=10)
     response = fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret})
@@ -171,8 +179,9 @@ def test_when_every_model_fails_the_request_and_its_tokens_go_back(budget_key, u
     assert (row.status, row.outcome, row.total_tokens) == (502, "upstream_error", 0)
 
 
-def test_an_upstream_that_breaks_mid_stream_is_charged_for_what_it_produced(budget_key, upstream):
-    upstream.mode = "drop"
+@pytest.mark.parametrize("reports_usage", [True, False], ids=["upstream-reports-usage", "upstream-reports-none"])
+def test_an_upstream_that_breaks_mid_stream_is_charged_for_what_it_produced(budget_key, upstream, reports_usage):
+    upstream.mode, upstream.usage = "drop", (7, 5) if reports_usage else None
     key, secret = budget_key(token_quota=1000)
     response = complete(secret, max_tokens=50, stream=True)
     assert "upstream_broken" in response.text
