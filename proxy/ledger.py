@@ -30,7 +30,7 @@ from proxy.relay import OnDone, Relayed
 
 log = logging.getLogger("tollgate.proxy")
 
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 1.0
 BATCH_SIZE = 500
 MAX_WAITING = 50_000  # entries kept while the database is down; beyond that the oldest log rows go
 PRUNE_EVERY = 3600.0
