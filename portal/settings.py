@@ -7,8 +7,16 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# `make run` writes .env on its first run (DJANGO_DEBUG=1 and a generated DJANGO_SECRET_KEY), so
+# that manage.py and uvicorn need no variables; the real environment wins over it.
+# DJANGO_ENV_FILE names another file, or none when set empty (the test suite reads none).
+ENV_FILE = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE:
+    load_dotenv(ENV_FILE, override=False)
 
 
 def env(name: str, default: str = "") -> str:
@@ -91,6 +99,8 @@ INSTALLED_APPS = [
     "csp",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
     "portal",
     "keys",
     "proxy",
@@ -110,6 +120,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "portal.middleware.StaffMFARequiredMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -221,11 +233,40 @@ if EMAIL_HOST:
     EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
     EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", True)
     EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)  # a mail server that hangs must not hold a thread
+    if EMAIL_TIMEOUT < 1:
+        raise ImproperlyConfigured(f"EMAIL_TIMEOUT must be at least 1 (seconds), not {EMAIL_TIMEOUT}")
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Tollgate <noreply@localhost>")
-# The address people reach the portal at, for links in emails sent outside a request.
-SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# The address people reach the portal at: every link in an email starts with it, whatever Host
+# the request that sent it had (portal/account_adapter.py).
+SITE_URL = env("SITE_URL").rstrip("/")
+if not SITE_URL:
+    if EMAIL_HOST and not DEBUG:
+        raise ImproperlyConfigured(
+            "SITE_URL is not set. It is required when email goes out over SMTP (EMAIL_HOST) with "
+            "DJANGO_DEBUG off: set it to the address people reach the portal at, e.g. https://tollgate.example.com."
+        )
+    SITE_URL = "http://127.0.0.1:8000"
+_site_scheme, _, _site_host = SITE_URL.partition("://")
+if _site_scheme not in ("http", "https") or not _site_host or any(c in _site_host for c in "/?#@ "):
+    raise ImproperlyConfigured(f"SITE_URL must be like https://tollgate.example.com (no path), not {SITE_URL!r}")
+ACCOUNT_ADAPTER = "portal.account_adapter.AccountAdapter"
+
+# --- Two-factor sign-in and sessions (allauth's mfa and usersessions) -----------------------
+
+# Passkeys need a secure context: HTTPS, or http://localhost (not 127.0.0.1) in development.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = "Tollgate"
+# Recovery codes are shown once, right after they are made; after that only regenerated.
+MFA_RECOVERY_CODES_SHOW_ONCE = True
+# Staff without a second factor are kept out of /admin/ and sent to enrol (portal/middleware.py).
+STAFF_MFA_REQUIRED = envbool("STAFF_MFA_REQUIRED", not DEBUG)
+# The sessions page lists each session from its sign-in (every sign-in goes through allauth, the
+# admin's too). Tracking adds when and from where each was last used, at a database write per
+# signed-in page request.
+USERSESSIONS_TRACK_ACTIVITY = envbool("USERSESSIONS_TRACK_ACTIVITY", False)
 
 # --- HTTPS and headers ----------------------------------------------------------------------
 
@@ -314,6 +355,9 @@ LLM_READ_TIMEOUT = envfloat("LLM_READ_TIMEOUT", 60.0)
 DEMO_MODEL_PAUSE = envfloat("DEMO_MODEL_PAUSE", 0.04)
 # Key creation and rotation per user, django-ratelimit syntax.
 KEY_CHURN_RATE = env("KEY_CHURN_RATE", "10/h")
+# Seconds a client address waits for its answer once it has presented more than 10 bad keys in a
+# minute (per worker): a flood then waits instead of taking the CPU valid keys need. 0: no pause.
+AUTH_FAILURE_DELAY = envfloat("AUTH_FAILURE_DELAY", 1.0)
 # Days the request log (/activity/, /api/requests) keeps its rows.
 REQUEST_LOG_DAYS = envint("REQUEST_LOG_DAYS", 30)
 if REQUEST_LOG_DAYS < 1:

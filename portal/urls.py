@@ -1,3 +1,4 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
@@ -6,6 +7,9 @@ from drf_spectacular.views import SpectacularAPIView
 from activity import urls as activity_urls
 from keys.urls import api_urlpatterns, page_urlpatterns
 from portal import views
+
+# Staff sign in to the admin through allauth, so its password-only form cannot skip the second factor.
+admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),

@@ -1,5 +1,10 @@
+import time
+
 import boto3
+import pyotp
 import pytest
+from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.core.cache import cache
 from moto import mock_aws
 
@@ -7,7 +12,7 @@ from keys import services
 from keys.models import Plan
 from proxy.catalog import snapshot
 from tests import asgi
-from tests.servers import standin_upstream, tollgate_server
+from tests.servers import smtp_server, standin_upstream, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -24,9 +29,13 @@ def fresh_cache():
 
 @pytest.fixture(autouse=True)
 def settled_ledger(request):
-    """A test's request-log rows and settlements are written before its database goes away."""
+    """What a test left in the app's ledger (request-log rows, settlements, failed
+    authentications) is written before its database is emptied, never into the next test's.
+    (pytest-django's marker fixture is set up before this one, so it is torn down after.)"""
+    if "transactional_db" in request.fixturenames:
+        request.getfixturevalue("transactional_db")
     yield
-    if "transactional_db" in request.fixturenames or "live" in request.fixturenames:
+    if asgi.started():
         asgi.settle()
 
 
@@ -60,9 +69,35 @@ def bob(make_user):
     return make_user("bob@example.com")
 
 
+def totp_code(secret: str) -> str:
+    """The code an authenticator app shows now, never one about to expire on the way to the server."""
+    totp = pyotp.TOTP(secret)
+    if totp.interval - time.time() % totp.interval < 2:
+        time.sleep(2)
+    return totp.now()
+
+
+def enrol_totp(user) -> str:
+    """Give `user` an authenticator app, with recovery codes, as the 2FA pages would. Returns its secret."""
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    RecoveryCodes.activate(user)
+    return secret
+
+
 @pytest.fixture
 def staff(make_user):
-    return make_user("staff@example.com", is_staff=True)
+    """A staff member with a second factor, as the admin requires (STAFF_MFA_REQUIRED)."""
+    user = make_user("staff@example.com", is_staff=True)
+    enrol_totp(user)
+    return user
+
+
+@pytest.fixture
+def admin_user(admin_user):
+    """pytest-django's superuser (and so `admin_client`), with a second factor, as the admin requires."""
+    enrol_totp(admin_user)
+    return admin_user
 
 
 @pytest.fixture
@@ -149,3 +184,44 @@ def spend(transactional_db):
         return asgi.fetch("get", "/query", data={"message": message, **params}, headers=headers)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def smtp_sink():
+    with smtp_server() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp(smtp_sink):
+    """An SMTP server on a real socket, emptied of earlier tests' messages."""
+    smtp_sink.messages.clear()
+    return smtp_sink
+
+
+SITE_URL = "https://tollgate.example.com"
+FROM_EMAIL = "Tollgate <accounts@tollgate.example.com>"
+
+
+@pytest.fixture(scope="session")
+def mail_tollgate(django_db_setup, smtp_sink):
+    """Tollgate under uvicorn as production runs it: DEBUG off, email verification mandatory, mail
+    over SMTP to `smtp`. People know it as SITE_URL, not as the loopback address the tests use."""
+    env = {
+        "DJANGO_DEBUG": "0",
+        "ACCOUNT_EMAIL_VERIFICATION": "mandatory",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(smtp_sink.port),
+        "EMAIL_USE_TLS": "0",
+        "EMAIL_TIMEOUT": "5",
+        "DEFAULT_FROM_EMAIL": FROM_EMAIL,
+        "SITE_URL": SITE_URL,
+    }
+    with tollgate_server(env=env) as base:
+        yield base
+
+
+@pytest.fixture
+def mail_live(mail_tollgate, smtp, transactional_db):
+    """The base URL of `mail_tollgate`, for a test whose `smtp` starts empty."""
+    return mail_tollgate

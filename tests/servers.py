@@ -1,6 +1,8 @@
-"""Real servers on loopback for the tests: Tollgate under uvicorn, and a stand-in upstream model."""
+"""Real servers on loopback for the tests: Tollgate under uvicorn, a stand-in upstream model, and an SMTP server."""
 
 import asyncio
+import email
+import email.policy
 import json
 import os
 import socket
@@ -9,10 +11,12 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, suppress
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import uvicorn
+from aiosmtpd.controller import Controller
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,3 +286,27 @@ async def fire_async(
                 return -1
 
         return await asyncio.gather(*(one() for _ in range(count)))
+
+
+class MailSink:
+    """An SMTP server (aiosmtpd) on a loopback port that keeps what it is sent, as parsed messages."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@contextmanager
+def smtp_server():
+    """A MailSink listening on loopback."""
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

@@ -48,3 +48,34 @@ def test_an_unknown_backend_is_refused_with_its_name():
 
 def test_debug_runs_without_a_secret_key():
     assert manage("check", DJANGO_DEBUG="1").returncode == 0
+
+
+def test_the_smtp_settings_reach_the_mail_backend():
+    show = "from django.core import mail; b = mail.get_connection(); print(b.host, b.port, b.use_tls, b.timeout)"
+    smtp = {"EMAIL_HOST": "mail.example.com", "EMAIL_PORT": "2525", "EMAIL_TIMEOUT": "7"}
+    result = manage("shell", "-v", "0", "-c", show, DJANGO_DEBUG="1", **smtp)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["mail.example.com", "2525", "True", "7"]
+
+
+def test_a_zero_email_timeout_is_refused_with_its_name():
+    result = manage("check", DJANGO_DEBUG="1", EMAIL_HOST="mail.example.com", EMAIL_TIMEOUT="0")
+    assert result.returncode != 0
+    assert "EMAIL_TIMEOUT" in result.stderr
+
+
+def test_a_site_url_with_a_path_is_refused_with_its_name():
+    result = manage("check", DJANGO_DEBUG="1", SITE_URL="https://example.com/portal")
+    assert result.returncode != 0
+    assert "SITE_URL" in result.stderr
+
+
+def test_real_mail_without_a_site_url_is_refused_when_not_debug():
+    secret = "k" * 10 + "-a-long-random-production-secret-0123456789-abcdefghijklmnop"
+    result = manage("check", DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secret, EMAIL_HOST="mail.example.com")
+    assert result.returncode != 0
+    assert "SITE_URL is not set" in result.stderr
+    with_site = manage(
+        "check", DJANGO_DEBUG="0", DJANGO_SECRET_KEY=secret, EMAIL_HOST="mail.example.com", SITE_URL="https://t.example"
+    )
+    assert with_site.returncode == 0, with_site.stderr
