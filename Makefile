@@ -21,17 +21,22 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.run-installed
 
-setup: $(VENV)/.run-installed
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py migrate --noinput -v 0
+# The development settings, written once and read by settings.py (the environment wins over it):
+# DEBUG on and a secret key of this checkout's own, so every manage.py command works as it is.
+.env:
+	@umask 077 && printf 'DJANGO_DEBUG=1\nDJANGO_SECRET_KEY=%s\n' \
+		"$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+	@echo "wrote .env (DJANGO_DEBUG=1 and a new DJANGO_SECRET_KEY)"
+
+setup: .env $(VENV)/.run-installed
+	$(BIN)/python manage.py migrate --noinput -v 0
 	@# TOLLGATE_CONFIG=tollgate.toml: the models and plans as code, loaded on every start.
-	if [ -n "$$TOLLGATE_CONFIG" ]; then \
-		DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py load_config "$$TOLLGATE_CONFIG"; fi
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/python manage.py collectstatic --noinput -v 0
+	if [ -n "$$TOLLGATE_CONFIG" ]; then $(BIN)/python manage.py load_config "$$TOLLGATE_CONFIG"; fi
+	$(BIN)/python manage.py collectstatic --noinput -v 0
 
 run: setup
 	@echo "Tollgate on http://$(HOST):$(PORT)/  (Ctrl+C stops it)"
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(BIN)/uvicorn portal.asgi:application --host $(HOST) --port $(PORT) \
-		--no-access-log $(UVICORN_ARGS)
+	$(BIN)/uvicorn portal.asgi:application --host $(HOST) --port $(PORT) --no-access-log $(UVICORN_ARGS)
 
 # Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
 chromium:

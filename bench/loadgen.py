@@ -53,8 +53,11 @@ def wrk_version() -> str:
     return (done.stdout or done.stderr).splitlines()[0].split(" [")[0]
 
 
-def run_wrk(url: str, *, key: str = "-", connections: int, seconds: float, threads: int = 1) -> LoadResult:
-    """`connections` keep-alive connections, each sending its next request as soon as its answer is in."""
+def run_wrk(
+    url: str, *, key: str = "-", keys_file: Path | None = None, connections: int, seconds: float, threads: int = 1
+) -> LoadResult:
+    """`connections` keep-alive connections, each sending its next request as soon as its answer is in;
+    with `keys_file`, each request takes the file's next key."""
     command = [
         "wrk",
         f"-t{threads}",
@@ -68,6 +71,7 @@ def run_wrk(url: str, *, key: str = "-", connections: int, seconds: float, threa
         url,
         "--",
         key,
+        *([str(keys_file)] if keys_file else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)

@@ -3,6 +3,8 @@
 --   wrk -t1 -c32 -d10s --latency -s bench/post.lua http://127.0.0.1:PORT/v1/chat/completions -- KEY
 --
 -- KEY goes in `Authorization: Bearer`; "-" sends none (for the stand-in upstream).
+-- With a second argument, a file of keys, one a line, each request takes the next key instead
+-- (the bad-key flood).
 -- The last line printed is `BENCH_JSON {...}`: answers counted by HTTP status, socket errors,
 -- request count, duration and latency percentiles (microseconds), read by bench/loadgen.py.
 
@@ -20,6 +22,18 @@ function init(args)
   local key = args[1]
   if key ~= nil and key ~= "" and key ~= "-" then
     wrk.headers["Authorization"] = "Bearer " .. key
+  end
+  if args[2] ~= nil then
+    local keys, next_key = {}, 1
+    for line in io.lines(args[2]) do
+      table.insert(keys, line)
+    end
+    -- Defined here, so that the other runs keep wrk's cheaper pre-formatted request.
+    request = function()
+      wrk.headers["Authorization"] = "Bearer " .. keys[next_key]
+      next_key = next_key % #keys + 1
+      return wrk.format()
+    end
   end
 end
 

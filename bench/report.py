@@ -60,6 +60,7 @@ def finish(results: dict) -> None:
     for figures in measured(results):
         figures["added_ms"] = added_latency(figures, direct)
         figures["first_byte_overhead_ms"] = first_byte_overhead(figures, direct)
+        figures["flood"]["share"] = figures["flood"]["valid_ok_rate"] / max(figures["c32"]["ok_rate"], 1)
     for peer in peers.values():
         peer["added_ms"] = added_latency(peer, direct)
         peer["tollgate_ratios"] = {b: ratios(f, peer) for b, f in results["backends"].items() if "skipped" not in f}
@@ -119,6 +120,7 @@ def targets(results: dict) -> list[dict]:
         )
         check(f"{backend}: chunks held back", f["stream"]["held_back"], 0)
         check(f"{backend}: exactly Q admitted (1 = yes)", int(f["exact"]["exact"]), 1, at_most=False)
+        check(f"{backend}: admitted/s during a bad-key flood, share", f["flood"]["share"], 0.8, at_most=False)
     for backend, opened in results["open_streams"].items():
         if "skipped" not in opened:
             check(f"{backend}: {opened['streams']} open streams, errors", opened["errors"], 0)
@@ -320,6 +322,26 @@ def print_report(results: dict, say: Callable[[str], None]) -> None:
     ]
     for line in table(["", "Q", "sent", "200", "429", "other", "usage row", ""], rows):
         say(line)
+
+    say(f"\n6. A flood of bad keys beside the {conns}-connection load of a valid key")
+    rows = [
+        [
+            b,
+            f["flood"]["bad_sent"],
+            f["flood"]["bad_refused"],
+            f["flood"]["failures_counted"],
+            f["flood"]["rows_added"],
+            round(f["c32"]["ok_rate"]),
+            round(f["flood"]["valid_ok_rate"]),
+            f"{f['flood']['share']:.0%}",
+        ]
+        for b, f in results["backends"].items()
+        if "skipped" not in f
+    ]
+    header = ["", "bad sent", "401", "audited", "audit rows", "valid/s alone", "valid/s in flood", "share"]
+    for line in table(header, rows):
+        say(line)
+    say("   Each bad key is different (unknown, wrong checksum, malformed); audit rows are one per address and minute.")
 
     say("\nTargets")
     rows = [

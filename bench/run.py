@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -189,6 +190,38 @@ def cpu_ms_per_request(cores: dict, group: str, result: loadgen.LoadResult) -> f
     return round(cores[group] * result.seconds * 1000 / max(result.requests, 1), 2)
 
 
+FLOOD_KEYS = 20_000
+FLOOD_CONNECTIONS = 8
+
+
+def audit_rows(env: dict) -> dict:
+    return json.loads(servers.run_python(env, "bench/seed.py", "failures").strip().splitlines()[-1])
+
+
+def measure_flood(url: str, key: str, args, env: dict, tmp: Path) -> dict:
+    """Valid requests' admitted/s while a flood of bad keys runs beside them, and what the flood
+    adds to the audit (rows are per client address and minute, not per request or key)."""
+    keys_file = tmp / "bad-keys.txt"
+    servers.run_python(env, "bench/seed.py", "bad-keys", str(FLOOD_KEYS), str(keys_file))
+    before = audit_rows(env)
+    with ThreadPoolExecutor(2) as pool:
+        flood = pool.submit(
+            loadgen.run_wrk, url, keys_file=keys_file, connections=FLOOD_CONNECTIONS, seconds=args.seconds
+        )
+        valid = pool.submit(loadgen.run_wrk, url, key=key, connections=args.connections, seconds=args.seconds)
+        flood_result, valid_result = flood.result(), valid.result()
+    time.sleep(2)  # each worker writes its tallies once a second
+    after = audit_rows(env)
+    return {
+        "bad_sent": flood_result.requests,
+        "bad_refused": flood_result.count(401),
+        "valid_ok_rate": valid_result.ok_rate,
+        "valid_errors": valid_result.errors,
+        "rows_added": after["rows"] - before["rows"],
+        "failures_counted": after["failures"] - before["failures"],
+    }
+
+
 def measure_streams(url: str, key: str, args) -> dict:
     one_by_one = streams.sequential_streams(
         url, key, count=args.stream_count, chunks=args.stream_chunks, gap=args.stream_gap
@@ -230,6 +263,12 @@ def measure_backend(backend: str, args, tmp: Path, upstream: servers.Server) -> 
         database = urlsplit(env["DATABASE_URL"]).path.lstrip("/") if backend == "postgres" else ""
         out["c32"], out["cpu"] = load_with_cpu(url, key, args, groups, database)
         out["cpu_ms_per_request"] = cpu_ms_per_request(out["cpu"], "tollgate", out["c32"])
+
+        say(
+            f"   bad-key flood: {FLOOD_KEYS:,} different bad keys on {FLOOD_CONNECTIONS} connections, beside the "
+            f"{args.connections}-connection load, {args.seconds:g} s"
+        )
+        out["flood"] = measure_flood(url, key, args, env, tmp)
 
         # Long enough that the quota runs out early: about three times Q requests at the rate just seen.
         seconds = max(3, math.ceil(3 * args.quota / max(out["c32"].rate, 1)))

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from keys import services
 from keys.errors import BackendUnavailable
-from keys.models import ApiKey, AuditEvent, Plan, Usage
+from keys.models import ApiKey, AuditEvent, AuthFailure, Plan, Usage
 
 
 @admin.register(Plan)
@@ -84,6 +84,23 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["at", "action", "actor", "key", "masked_key", "ip"]
     list_filter = ["action", "at"]
     search_fields = ["masked_key", "ip", "actor__email"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuthFailure)
+class AuthFailureAdmin(admin.ModelAdmin):
+    """Failed key authentications, one row per client address and minute; sort by failures to
+    see who is trying the most keys."""
+
+    list_display = ["minute", "ip", "failures", "last_seen", "samples"]
+    list_filter = ["minute"]
+    search_fields = ["ip", "samples"]
+    date_hierarchy = "minute"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -147,13 +147,12 @@ class Usage(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who did what to which key, and failed key authentications, for admins."""
+    """Who did what to which key, for admins. Failed key authentications are `AuthFailure` rows."""
 
     class Action(models.TextChoices):
         KEY_CREATED = "key_created", "Key created"
         KEY_ROTATED = "key_rotated", "Key rotated"
         KEY_REVOKED = "key_revoked", "Key revoked"
-        AUTH_FAILED = "auth_failed", "Key authentication failed"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     action = models.CharField(max_length=20, choices=Action.choices)
@@ -170,3 +169,26 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.get_action_display()}"
+
+
+class AuthFailure(models.Model):
+    """Failed key authentications from one client address in one minute: how many, when the
+    last came, and a few of the keys tried (masked). One row per address and minute, however many
+    keys a flood tries: an attacker can mint endless well-formed keys, so a row per key would be
+    no bound. Written in batches by the model API (proxy/ledger.py)."""
+
+    ip = models.CharField(
+        "client address", max_length=45, blank=True, help_text="Empty: more addresses in one minute than are tracked."
+    )
+    minute = models.DateTimeField(db_index=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_seen = models.DateTimeField()
+    samples = models.CharField(max_length=200, blank=True, help_text="A few of the keys tried, masked.")
+
+    class Meta:
+        ordering = ["-minute", "-failures"]
+        verbose_name = "failed key authentication"
+        constraints = [models.UniqueConstraint(fields=["ip", "minute"], name="one_auth_failure_row_per_address_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.ip or 'other addresses'}: {self.failures}"

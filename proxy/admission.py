@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from keys import tokens
-from keys.models import ApiKey, AuditEvent, Plan, Usage, quota_window, throttle_rate
+from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate
 from proxy import budget
 from proxy.catalog import ServedModel, catalog
 from proxy.db import QuotaStoreUnavailable, database
@@ -28,7 +28,6 @@ log = logging.getLogger("tollgate.proxy")
 __all__ = ["Admission", "KeyTerms", "Outcome", "QuotaStoreUnavailable", "admit", "authenticate", "give_back"]
 
 KEYS, PLANS, USAGE = ApiKey._meta.db_table, Plan._meta.db_table, Usage._meta.db_table
-AUDIT = AuditEvent._meta.db_table
 
 # A usable key with its plan's terms, and whether `last_used` is over a minute old.
 KEY_SQL = (
@@ -60,10 +59,6 @@ GIVE_BACK_SQL = (
 )
 USED_SQL = f"SELECT requests, tokens FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
 TOUCH_SQL = f"UPDATE {KEYS} SET last_used = %(now)s WHERE id = %(key_id)s"  # noqa: S608
-AUTH_FAILED_SQL = (
-    f"INSERT INTO {AUDIT} (at, action, masked_key, ip, detail) "  # noqa: S608
-    "VALUES (%(now)s, %(action)s, %(masked)s, %(ip)s, '')"
-)
 
 
 @dataclass(frozen=True)
@@ -213,7 +208,6 @@ async def admit(
     prompt_size: int = 0,
     max_tokens: int | None = None,
     choices: int = 1,
-    client_ip: str | None = None,
     now: datetime | None = None,
 ) -> Admission:
     """Authenticate, check the model, throttle, then count one request and reserve its tokens;
@@ -224,9 +218,6 @@ async def admit(
     now = now or timezone.now()
     key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
     if key is None:
-        if key_id is None:
-            failed = {"action": AuditEvent.Action.AUTH_FAILED, "masked": tokens.mask(presented), "ip": client_ip}
-            await database().run(AUTH_FAILED_SQL, {**failed, "now": now})
         return Admission(Outcome.FORBIDDEN, now)
     route = (await catalog()).route(key.plan_id, model)
     if not route:

@@ -1,4 +1,5 @@
-"""What each model API request cost, written in batches: its settlement and its request-log row.
+"""What each model API request cost, written in batches: its settlement and its request-log row,
+and failed key authentications, counted per client address and minute.
 
 The hot path only appends an `Entry` here. A task per event loop writes what has gathered, every
 `FLUSH_SECONDS` or at `BATCH_SIZE` entries, in one transaction: each request's settlement (its
@@ -22,7 +23,7 @@ from http import HTTPStatus
 from activity import alerts
 from activity.models import RequestLog
 from activity.retention import prune_request_log
-from keys.models import ApiKey, Usage
+from keys.models import ApiKey, AuthFailure, Usage
 from proxy.admission import USED_SQL, Admission, Outcome
 from proxy.budget import TokenCount, charge
 from proxy.db import QuotaStoreUnavailable, database, run_orm
@@ -34,13 +35,24 @@ FLUSH_SECONDS = 1.0
 BATCH_SIZE = 500
 MAX_WAITING = 50_000  # entries kept while the database is down; beyond that the oldest log rows go
 PRUNE_EVERY = 3600.0
+MAX_ADDRESSES = 10_000  # failure tallies kept per flush; more addresses than that share one
+FAILURE_SAMPLES = 3
 
 LOG, KEYS, USAGE = RequestLog._meta.db_table, ApiKey._meta.db_table, Usage._meta.db_table
+FAILURES = AuthFailure._meta.db_table
 
 # The reservation goes back and the charge goes in. The usage row exists: the admission made it.
 SETTLE_SQL = (
     f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s "  # noqa: S608
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s"
+)
+# Failed authentications add up per address and minute; the first samples written stay.
+AUTH_FAILURE_SQL = (
+    f"INSERT INTO {FAILURES} (ip, minute, failures, last_seen, samples) "  # noqa: S608
+    "VALUES (%(ip)s, %(minute)s, %(failures)s, %(last_seen)s, %(samples)s) "
+    f"ON CONFLICT (ip, minute) DO UPDATE SET failures = {FAILURES}.failures + excluded.failures, "
+    f"last_seen = CASE WHEN excluded.last_seen > {FAILURES}.last_seen THEN excluded.last_seen "
+    f"ELSE {FAILURES}.last_seen END"
 )
 # A key deleted since the request leaves no row (and does not fail the batch).
 LOG_SQL = (
@@ -155,6 +167,30 @@ class Meter:
         return on_done
 
 
+@dataclass
+class FailureTally:
+    """Failed key authentications from one address in one minute, not yet written."""
+
+    failures: int = 0
+    last_seen: datetime | None = None
+    samples: list[str] = field(default_factory=list)
+
+    def count(self, masked: str, at: datetime) -> None:
+        self.failures += 1
+        self.last_seen = at
+        if len(self.samples) < FAILURE_SAMPLES:
+            self.samples.append(masked)
+
+    def merge(self, other: "FailureTally") -> None:
+        self.failures += other.failures
+        self.last_seen = max(filter(None, (self.last_seen, other.last_seen)))
+        self.samples = (self.samples + other.samples)[:FAILURE_SAMPLES]
+
+    def row(self, ip: str, minute: datetime) -> dict:
+        samples = " ".join(self.samples)[: AuthFailure._meta.get_field("samples").max_length]
+        return {"ip": ip, "minute": minute, "failures": self.failures, "last_seen": self.last_seen, "samples": samples}
+
+
 class Ledger:
     def __init__(self) -> None:
         self.waiting: list[Entry] = []
@@ -164,13 +200,28 @@ class Ledger:
         self.alerted: set[tuple] = set()  # crossings already claimed, by this process or another
         self.sending: set[asyncio.Task] = set()
         self.flushing = asyncio.Lock()
+        self.failures: dict[tuple[str, datetime], FailureTally] = {}
 
     def add(self, entry: Entry) -> None:
         self.waiting.append(entry)
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
+        self._started()
         if len(self.waiting) >= BATCH_SIZE:
             self.wake.set()
+
+    def auth_failed(self, *, ip: str | None, masked: str, at: datetime) -> None:
+        """Count a failed key authentication into its address's minute. Memory and rows stay
+        bounded however many different keys a flood tries: one tally per address and minute, and
+        past `MAX_ADDRESSES` addresses in a flush the rest share one tally."""
+        bucket = (ip or "", at.replace(second=0, microsecond=0))
+        if bucket not in self.failures and len(self.failures) >= MAX_ADDRESSES:
+            bucket = ("", bucket[1])
+        tally = self.failures.setdefault(bucket, FailureTally())
+        tally.count(masked, at)
+        self._started()
+
+    def _started(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
@@ -186,14 +237,19 @@ class Ledger:
 
     async def _write(self) -> None:
         batch, self.waiting = self.waiting, []
-        if not batch:
+        failures, self.failures = self.failures, {}
+        if not batch and not failures:
             return
         settlements = [e.settlement() for e in batch if e.reserved is not None]
+        tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
+        steps = [(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in batch]), (AUTH_FAILURE_SQL, tallies)]
         try:
-            await database().batch([(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in batch])])
+            await database().batch(steps)
         except QuotaStoreUnavailable as exc:
             log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
             self.waiting = (batch + self.waiting)[-MAX_WAITING:]
+            for bucket, tally in failures.items():
+                self.failures.setdefault(bucket, FailureTally()).merge(tally)
             return
         except Exception:
             log.exception("ledger: a batch of %d entries could not be written and was dropped", len(batch))

@@ -4,9 +4,11 @@ Each reads its input, awaits `admit`, asks the model's route (with fallbacks), a
 answer; a failure before the first byte gives the request back and answers 502.
 """
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from http import HTTPStatus
 
 import anyio
@@ -17,12 +19,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from activity.models import RequestLog
 from chat import conversations
-from proxy.admission import Admission, QuotaStoreUnavailable, admit, authenticate, give_back
+from keys import tokens
+from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, authenticate, give_back
 from proxy.answers import OPENAI, QUERY, OpenAIAnswers, QueryAnswers
 from proxy.budget import TokenCount, prompt_bytes
 from proxy.catalog import catalog, complete, open_stream
 from proxy.db import run_orm
-from proxy.ledger import Meter
+from proxy.ledger import Meter, ledger
 from proxy.relay import Relayed, relay_openai_sse, relay_text
 from proxy.upstreams import UpstreamError
 from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
@@ -103,11 +106,46 @@ def key_in_url(request: Request) -> bool:
 
 
 async def admit_request(request: Request, presented: str, **terms) -> Admission | None:
-    """None when the key came in the URL."""
+    """None when the key came in the URL. A key that fails to authenticate is audited."""
     if key_in_url(request):
         return None
-    client_ip = request.client.host if request.client else None
-    return await admit(presented=presented, client_ip=client_ip, **terms)
+    admission = await admit(presented=presented, **terms)
+    if admission.outcome is Outcome.FORBIDDEN:
+        await authentication_failed(request, presented, admission.now)
+    return admission
+
+
+class Slowdown:
+    """Counts bad keys per client address in the current minute (in this worker, for at most
+    `MAX_ADDRESSES` addresses, beyond which every new one is slowed), and says how long the
+    answer to the next one should wait."""
+
+    FREE_FAILURES = 10
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self) -> None:
+        self.minute: datetime | None = None
+        self.failures: dict[str, int] = {}
+
+    def pause(self, ip: str, at: datetime) -> float:
+        minute = at.replace(second=0, microsecond=0)
+        if minute != self.minute:
+            self.minute, self.failures = minute, {}
+        if ip not in self.failures and len(self.failures) >= self.MAX_ADDRESSES:
+            return settings.AUTH_FAILURE_DELAY
+        self.failures[ip] = self.failures.get(ip, 0) + 1
+        return settings.AUTH_FAILURE_DELAY if self.failures[ip] > self.FREE_FAILURES else 0.0
+
+
+slowdown = Slowdown()
+
+
+async def authentication_failed(request: Request, presented: str, at: datetime) -> None:
+    """Audit a bad key, and make an address that keeps sending them wait for its answer."""
+    client_ip = request.client.host if request.client else ""
+    ledger().auth_failed(ip=client_ip, masked=tokens.mask(presented), at=at)
+    if pause := slowdown.pause(client_ip, at):
+        await asyncio.sleep(pause)
 
 
 def refused(answers: Answers, admission: Admission, meter: Meter) -> Response:
@@ -232,8 +270,10 @@ async def models(request: Request) -> Response:
     """The models this key's plan may use."""
     if key_in_url(request):
         return OPENAI.forbidden()
-    key = await authenticate(presented=presented_key(request, bearer=True), now=timezone.now())
+    presented, now = presented_key(request, bearer=True), timezone.now()
+    key = await authenticate(presented=presented, now=now)
     if key is None:
+        await authentication_failed(request, presented, now)
         return OPENAI.forbidden()
     listed = [
         {"id": m.name, "object": "model", "created": 0, "owned_by": "tollgate"}

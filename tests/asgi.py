@@ -40,6 +40,10 @@ def close() -> None:
         _portal = None
 
 
+def started() -> bool:
+    return _portal is not None
+
+
 def settle() -> None:
     """Write what the app's ledger holds (settlements, request-log rows), as its timer would."""
     from proxy.ledger import ledger

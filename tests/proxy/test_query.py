@@ -1,10 +1,11 @@
+import time
 from http import HTTPStatus
 
 import pytest
 
-from keys.models import AuditEvent, Usage
+from keys.models import AuthFailure, Usage
 from keys.services import api_key_revoke
-from tests.asgi import fetch
+from tests.asgi import fetch, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -113,12 +114,15 @@ def test_conversation_turns_are_sent_upstream(spend, secret, upstream):
     assert messages[2]["content"] == "second"
 
 
-def test_failed_authentications_are_audited_with_a_masked_key(spend, secret):
-    wrong = secret[:-6] + "000000"
-    spend(wrong)
-    event = AuditEvent.objects.get(action="auth_failed")
-    assert event.ip == "127.0.0.1"
-    assert event.masked_key.startswith(wrong[:9]) and wrong not in event.masked_key
+def test_failed_authentications_are_audited_per_address_and_minute_with_masked_samples(spend, secret):
+    wrong = [secret[:-6] + "000000", "tg_" + "x" * 41, "not-a-key-at-all-" * 3]
+    for key in wrong * 2:
+        spend(key)
+    settle()
+    failure = AuthFailure.objects.get()
+    assert (failure.ip, failure.failures) == ("127.0.0.1", 6)
+    assert failure.samples.startswith(wrong[0][:9]) and not any(key in failure.samples for key in wrong)
+    assert failure.minute == failure.last_seen.replace(second=0, microsecond=0)
 
 
 def test_the_model_api_sets_no_cookies(spend, secret):
@@ -151,3 +155,21 @@ def test_a_refused_connection_is_a_502_and_gives_the_request_back(spend, secret,
 def test_the_relay_delivers_exactly_what_the_upstream_sent(spend, secret, upstream):
     upstream.chunks = ["Ünïcode ", "and ", "emoji 🎉 ", "split", " words."]
     assert spend(secret).text == "".join(upstream.chunks)
+
+
+def test_an_address_that_keeps_sending_bad_keys_waits_for_its_answers(spend, secret, settings, monkeypatch):
+    from proxy import views
+
+    settings.AUTH_FAILURE_DELAY = 0.3
+    monkeypatch.setattr(views, "slowdown", views.Slowdown())
+    bad = "tg_" + "y" * 41
+    for _ in range(views.Slowdown.FREE_FAILURES):
+        started = time.monotonic()
+        assert spend(bad).status_code == 403
+        assert time.monotonic() - started < 0.3
+    started = time.monotonic()
+    assert spend(bad).status_code == 403
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    assert spend(secret).status_code == 200  # a valid key from the same address is not slowed
+    assert time.monotonic() - started < 0.3

@@ -6,9 +6,11 @@ from http import HTTPStatus
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from activity.models import RequestLog, UsageAlert
-from keys.models import Usage
+from keys import tokens
+from keys.models import AuthFailure, Usage
 from keys.services import api_key_revoke, api_key_rotate
 from proxy.budget import prompt_bytes
 from tests.servers import fire_async, tollgate_server
@@ -76,6 +78,42 @@ def wait_for_rows(count: int, timeout: float = 15.0) -> list[RequestLog]:
     while RequestLog.objects.count() < count and time.monotonic() < deadline:
         time.sleep(0.1)
     return list(RequestLog.objects.all())
+
+
+def test_a_flood_of_bad_keys_adds_one_audit_row_per_address_and_minute(workers, standin):
+    """20,000 requests, every key different: well-formed but unknown, wrong checksum, malformed.
+    The audit grows by one row per client address and minute, not per request or per key."""
+    standin.reset()
+    well_formed = [tokens.generate_secret() for _ in range(7000)]
+    bad_checksum = [secret[:-6] + ("000000" if secret[-6:] != "000000" else "111111") for secret in well_formed]
+    malformed = [f"tg_{i:040d}!" for i in range(6000)]
+    keys = well_formed + bad_checksum[:7000] + malformed
+
+    async def flood() -> list[int]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=workers, limits=limits, timeout=60) as client:
+            gate = asyncio.Semaphore(64)
+
+            async def one(key: str) -> int:
+                async with gate:
+                    response = await client.get("/query", params={"message": "hi"}, headers={"x-api-key": key})
+                    return response.status_code
+
+            return await asyncio.gather(*(one(key) for key in keys))
+
+    started = timezone.now()
+    statuses = asyncio.run(flood())
+    finished = timezone.now()
+    assert len(statuses) == 20_000 and set(statuses) == {HTTPStatus.FORBIDDEN}
+    first, last = (moment.replace(second=0, microsecond=0) for moment in (started, finished))
+    minutes = int((last - first).total_seconds() // 60) + 1
+    deadline = time.monotonic() + 10
+    while sum(AuthFailure.objects.values_list("failures", flat=True)) < 20_000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sum(AuthFailure.objects.values_list("failures", flat=True)) == 20_000
+    assert AuthFailure.objects.count() <= minutes  # one address: one row a minute
+    assert set(AuthFailure.objects.values_list("ip", flat=True)) == {"127.0.0.1"}
+    assert not standin.calls
 
 
 def test_revocation_takes_effect_on_the_next_request_in_every_worker(workers, alice, plan10, make_key):
