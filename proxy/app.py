@@ -40,7 +40,7 @@ CORS_EXPOSE_HEADERS = [
     "x-should-retry", "x-request-id", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens", "x-max-tokens-capped",
 ]  # fmt: skip
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def serves(path: str) -> bool:
