@@ -94,11 +94,15 @@ class PostgresDatabase(Database):
         self.opened = False
         self.fail_fast = FailFast()
 
-    async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
-        self.fail_fast.check()
+    async def _open(self) -> None:
+        """On first use, whichever call that is (a ledger batch may come before any statement)."""
         if not self.opened:
             self.opened = True
             await self.pool.open(wait=False)
+
+    async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
+        self.fail_fast.check()
+        await self._open()
         try:
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql, params)
@@ -112,6 +116,7 @@ class PostgresDatabase(Database):
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
         self.fail_fast.check()
+        await self._open()
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
                 for sql, rows in steps:
