@@ -294,6 +294,10 @@ class Ledger:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Write what waits, and let the alert mails it raised be sent."""
         await self.flush()
         if self.sending:
             await asyncio.wait(self.sending, timeout=15)

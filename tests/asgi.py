@@ -45,13 +45,15 @@ def started() -> bool:
 
 
 def settle() -> None:
-    """Write what the app's ledger holds (settlements, request-log rows), as its timer would."""
+    """Write what the app's ledger holds (settlements, request-log rows, failed authentications),
+    as its timer would, and wait for the alert mails it raised: nothing of a test's is still being
+    written when its database is emptied."""
     from proxy.ledger import ledger
 
-    async def flush() -> None:
-        await ledger().flush()
+    async def settle_ledger() -> None:
+        await ledger().settle()
 
-    portal().call(flush)
+    portal().call(settle_ledger)
 
 
 class Fetched:
