@@ -123,7 +123,7 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
         meter.refused(admission, response.status_code)
         return response
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
-    body = {"messages": messages, **({"max_tokens": admission.max_tokens} if admission.max_tokens else {})}
+    body = {"messages": messages, **admission.upstream_bound()}
     try:
         model, first, stream = await open_stream(admission.route, body)
     except UpstreamError:

@@ -118,6 +118,10 @@ class Admission:
     def remaining(self) -> int:
         return max(self.limit - self.used, 0)
 
+    def upstream_bound(self) -> dict[str, int]:
+        """The answer's bound as the upstream reads it (`max_tokens`), when there is one."""
+        return {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
+
     @property
     def token_budget(self) -> int | None:
         return self.key.token_quota if self.key else None

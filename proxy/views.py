@@ -190,7 +190,7 @@ async def query(request: Request) -> Response:
         conversation = await run_orm(
             conversations.query_turn_store, key_id=admission.key.key_id, external_id=conversation_id, text=text
         )
-    body = {"messages": messages, **upstream_bound(admission)}
+    body = {"messages": messages, **admission.upstream_bound()}
     try:
         model, first, rest = await open_stream(admission.route, body)
     except UpstreamError:
@@ -205,11 +205,6 @@ async def query(request: Request) -> Response:
 
     on_done = meter.when_done(admission, model.name, then=keep_turn)
     return stream_response(relay_text(first, rest, on_done=on_done), admission)
-
-
-def upstream_bound(admission: Admission) -> dict:
-    """The answer's bound, as the upstream reads it (`max_tokens`), when there is one."""
-    return {} if admission.max_tokens is None else {"max_tokens": admission.max_tokens}
 
 
 # --- /v1 --------------------------------------------------------------------------------------
@@ -232,7 +227,7 @@ async def chat_completions(request: Request) -> Response:
         return OPENAI.forbidden()
     if not admission.admitted:
         return refused(OPENAI, admission, meter)
-    body.update(upstream_bound(admission))
+    body.update(admission.upstream_bound())
     if not body.get("stream"):
         try:
             model, answer = await complete(admission.route, body)
