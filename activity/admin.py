@@ -29,10 +29,11 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "ttfb_ms",
         "duration_ms",
         "request_id",
+        "client_ip",
     ]
     list_filter = ["outcome", "model", "estimated"]
     list_select_related = ["key__owner"]
-    search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model"]
+    search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model", "=client_ip"]
     date_hierarchy = "at"
     # The log is the biggest table: skip counting all of it on every page.
     show_full_result_count = False

@@ -28,6 +28,9 @@ class RequestLog(models.Model):
     ttfb_ms = models.PositiveIntegerField("time to first byte (ms)", null=True, blank=True)
     duration_ms = models.PositiveIntegerField("duration (ms)", default=0)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    client_ip = models.GenericIPAddressField(
+        "client address", null=True, blank=True, help_text="Behind a proxy (DJANGO_BEHIND_PROXY), from X-Forwarded-For."
+    )
 
     class Meta:
         ordering = ["-at", "-id"]

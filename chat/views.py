@@ -21,7 +21,7 @@ from keys.presenters import keys_with_usage
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, give_back
 from proxy.budget import prompt_bytes
 from proxy.catalog import open_stream
-from proxy.ledger import Meter
+from proxy.meter import Meter
 from proxy.relay import OnDone, Relayed, relay_text
 from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
 from proxy.validation import MAX_MESSAGE_CHARS
@@ -111,7 +111,7 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
         if not key.is_usable(timezone.now()):
             return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
         return await _via_gateway(key, conversation, text)
-    meter = Meter(request_id=uuid.uuid4().hex)
+    meter = Meter(request_id=uuid.uuid4().hex, client_ip=request.META.get("REMOTE_ADDR"))
     earlier = await sync_to_async(conversations.history)(conversation)
     messages = [*earlier, {"role": "user", "content": text}]
     try:
@@ -125,7 +125,7 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     body = {"messages": messages, **admission.upstream_bound()}
     try:
-        model, first, stream = await open_stream(admission.route, body)
+        model, first, stream = await meter.waiting(admission, open_stream(admission.route, body))
     except UpstreamError:
         await give_back(admission)
         meter.failed(admission, HTTPStatus.BAD_GATEWAY)

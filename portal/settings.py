@@ -363,13 +363,29 @@ REQUEST_LOG_DAYS = envint("REQUEST_LOG_DAYS", 30)
 if REQUEST_LOG_DAYS < 1:
     raise ImproperlyConfigured(f"REQUEST_LOG_DAYS must be at least 1, not {REQUEST_LOG_DAYS}")
 
+# Prometheus scrapes /metrics with this bearer token; unset, /metrics answers 404.
+METRICS_TOKEN = env("METRICS_TOKEN")
+
+# One line per model API request (logger "tollgate.requests", proxy/meter.py), and everything
+# else, as text or as one JSON object per line.
+LOG_FORMAT = envchoice("LOG_FORMAT", "text", ("text", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "INFO" if DEBUG else "WARNING"},
     "loggers": {
         "tollgate": {"level": "INFO"},
+        "uvicorn.error": {"level": "INFO"},  # start and stop, under `make serve` (portal/serve.py)
         # 4xx answers (403, 429) are the product working, not warnings.
         "django.request": {"level": "ERROR"},
     },

@@ -21,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from proxy import views
+from proxy import metrics, views
 from proxy.catalog import catalog
 from proxy.db import QuotaStoreUnavailable, close_database, database
-from proxy.ledger import close_ledger
+from proxy.ledger import close_ledger, ledger
+from proxy.meter import Meter
 from proxy.upstreams import close_clients
 
 # The official openai JS SDK (with dangerouslyAllowBrowser) sends the x-stainless-* and openai-*
@@ -45,7 +46,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def serves(path: str) -> bool:
     """The paths this app answers; portal/asgi.py sends everything else to Django."""
-    return path == "/query" or path.startswith("/v1/")
+    return path in ("/query", "/metrics") or path.startswith("/v1/")
 
 
 class AllowedHosts:
@@ -86,6 +87,34 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
+class Metered:
+    """Each model API request is counted once and logged in one line when its answer is sent
+    (proxy/meter.py); the endpoints bill it through `request.state.meter`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            return await self.app(scope, receive, send)
+        client = scope.get("client")
+        meter = Meter(request_id=scope["state"]["request_id"], client_ip=client[0] if client else None)
+        scope["state"]["meter"] = meter
+        status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+        async def send_noting_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        with ledger().answering_one():  # a shutdown waits for what this request records
+            try:
+                await self.app(scope, receive, send_noting_status)
+            finally:
+                meter.finished(scope["method"], scope["path"], status)
+
+
 async def not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"message": "Not Found"}, status_code=HTTPStatus.NOT_FOUND)
 
@@ -102,6 +131,7 @@ async def lifespan(app: Starlette):
     await close_ledger()
     await close_clients()
     await close_database()
+    metrics.worker_exited()
 
 
 def model_api_app() -> Starlette:
@@ -110,9 +140,11 @@ def model_api_app() -> Starlette:
             Route("/query", views.query, methods=["GET"]),
             Route("/v1/chat/completions", views.chat_completions, methods=["POST"]),
             Route("/v1/models", views.models, methods=["GET"]),
+            Route("/metrics", metrics.scrape, methods=["GET"]),
         ],
         middleware=[
             Middleware(RequestId),
+            Middleware(Metered),
             Middleware(AllowedHosts),
             Middleware(
                 CORSMiddleware,

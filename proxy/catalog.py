@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from keys.models import Plan
+from proxy import metrics
 from proxy.models import Fallback, LanguageModel
 from proxy.upstreams import Upstream, UpstreamError, upstream_client
 
@@ -120,12 +121,17 @@ async def complete(route: Sequence[ServedModel], body: dict) -> tuple[ServedMode
     """The first model on the route that answers; UpstreamError when none does."""
     error = UpstreamError("no model to ask")
     for model in route:
+        asked = time.monotonic()
         try:
-            return model, await model.client.complete(body)
+            answer = await model.client.complete(body)
         except UpstreamError as exc:
+            metrics.UPSTREAM_ERRORS.labels(model.name, exc.reason).inc()
             error = exc
             if not exc.retryable:
                 break
+        else:
+            metrics.UPSTREAM_TTFB.labels(model.name).observe(time.monotonic() - asked)
+            return model, answer
     raise error
 
 
@@ -133,14 +139,20 @@ async def open_stream(route: Sequence[ServedModel], body: dict) -> tuple[ServedM
     """The first model on the route whose stream starts: it, its first text, and the rest."""
     error = UpstreamError("no model to ask")
     for model in route:
+        asked = time.monotonic()
         stream = model.client.stream(body)
         try:
+            first = ""
             async for text in stream:
                 if text:
-                    return model, text, stream
-            return model, "", stream
+                    first = text
+                    break
         except UpstreamError as exc:
+            metrics.UPSTREAM_ERRORS.labels(model.name, exc.reason).inc()
             error = exc
             if not exc.retryable:
                 break
+        else:
+            metrics.UPSTREAM_TTFB.labels(model.name).observe(time.monotonic() - asked)
+            return model, first, stream
     raise error

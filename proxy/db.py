@@ -29,6 +29,8 @@ from django.db import DatabaseError, OperationalError, close_old_connections, co
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from proxy import metrics
+
 RETRY_AFTER_FAILURE = 1.0  # seconds of answering 503 at once after the database failed
 
 
@@ -39,11 +41,17 @@ class QuotaStoreUnavailable(Exception):
 class Database:
     """What both implementations answer; each defines `_call`."""
 
+    fail_fast: "FailFast"
+
     async def one(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._call(sql, params, fetch=True)
+        row = await self._call(sql, params, fetch=True)
+        self.fail_fast.answered()
+        return row
 
     async def run(self, sql: str, params: dict[str, Any]) -> int:
-        return await self._call(sql, params, fetch=False)
+        changed = await self._call(sql, params, fetch=False)
+        self.fail_fast.answered()
+        return changed
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
         raise NotImplementedError
@@ -68,7 +76,13 @@ class FailFast:
 
     def failed(self, exc: Exception) -> QuotaStoreUnavailable:
         self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
+        metrics.QUOTA_STORE_UP.set(0)
         return QuotaStoreUnavailable(str(exc) or type(exc).__name__)
+
+    def answered(self) -> None:
+        if self.down_until:
+            self.down_until = 0.0
+            metrics.QUOTA_STORE_UP.set(1)
 
 
 class PostgresDatabase(Database):

@@ -15,23 +15,23 @@ import asyncio
 import logging
 import time
 import weakref
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from http import HTTPStatus
 
 from activity import alerts
 from activity.models import RequestLog
 from activity.retention import prune_request_log
 from keys.models import ApiKey, AuthFailure, Usage
-from proxy.admission import USED_SQL, Admission, Outcome
-from proxy.budget import TokenCount, charge
+from proxy.admission import USED_SQL
+from proxy.budget import TokenCount
 from proxy.db import QuotaStoreUnavailable, database, run_orm
-from proxy.relay import OnDone, Relayed
 
 log = logging.getLogger("tollgate.proxy")
 
 FLUSH_SECONDS = 1.0
+CLOSING_SECONDS = 5.0  # at shutdown, how long the requests it cut get to be settled
 BATCH_SIZE = 500
 MAX_WAITING = 50_000  # entries kept while the database is down; beyond that the oldest log rows go
 PRUNE_EVERY = 3600.0
@@ -57,18 +57,11 @@ AUTH_FAILURE_SQL = (
 # A key deleted since the request leaves no row (and does not fail the batch).
 LOG_SQL = (
     f"INSERT INTO {LOG} (key_id, model, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
-    "estimated, ttfb_ms, duration_ms, request_id) "
+    "estimated, ttfb_ms, duration_ms, request_id, client_ip) "
     "SELECT %(key_id)s, %(model)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, %(completion_tokens)s, "
-    "%(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s "
+    "%(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s, %(client_ip)s "
     f"WHERE EXISTS (SELECT 1 FROM {KEYS} WHERE id = %(key_id)s)"
 )
-
-REFUSED_OUTCOMES = {
-    Outcome.LIMITED: RequestLog.Outcome.LIMITED,
-    Outcome.TOKENS_LIMITED: RequestLog.Outcome.LIMITED,
-    Outcome.THROTTLED: RequestLog.Outcome.THROTTLED,
-    Outcome.MODEL_NOT_FOUND: RequestLog.Outcome.INVALID,
-}
 
 
 @dataclass(frozen=True)
@@ -83,6 +76,7 @@ class Entry:
     request_id: str
     duration_ms: int
     ttfb_ms: int | None = None
+    client_ip: str | None = None
     tokens: TokenCount = TokenCount(0, 0)
     estimated: bool = False
     window_start: date | None = None
@@ -103,68 +97,8 @@ class Entry:
             "outcome": self.outcome, "prompt_tokens": self.tokens.prompt_tokens,
             "completion_tokens": self.tokens.completion_tokens, "estimated": self.estimated,
             "ttfb_ms": self.ttfb_ms, "duration_ms": self.duration_ms, "request_id": self.request_id,
+            "client_ip": self.client_ip,
         }  # fmt: skip
-
-
-@dataclass
-class Meter:
-    """One model API request's clock and bill, from its arrival to its one entry in the ledger."""
-
-    request_id: str
-    started: float = field(default_factory=time.monotonic)
-    first_byte: float | None = None
-
-    def answered(self) -> None:
-        """The upstream's first text (or whole answer) is in hand."""
-        if self.first_byte is None:
-            self.first_byte = time.monotonic()
-
-    def _times(self) -> dict:
-        ttfb = None if self.first_byte is None else round(1000 * (self.first_byte - self.started))
-        return {"duration_ms": round(1000 * (time.monotonic() - self.started)), "ttfb_ms": ttfb}
-
-    def _entry(self, admission: Admission, **fields) -> Entry:
-        return Entry(
-            key_id=admission.key.key_id, at=admission.now, request_id=self.request_id,
-            window_start=admission.window_start, requests_used=admission.used, quota=admission.key.quota,
-            token_budget=admission.token_budget, **self._times(), **fields,
-        )  # fmt: skip
-
-    def refused(self, admission: Admission, status: int) -> None:
-        """A request that reached a key and was refused (429, or a model it may not use)."""
-        if admission.key is not None:
-            outcome = REFUSED_OUTCOMES[admission.outcome]
-            ledger().add(self._entry(admission, status=status, outcome=outcome, model=""))
-
-    def failed(self, admission: Admission, status: int, model: str = "") -> None:
-        """Every model failed before the first byte; the request was given back already."""
-        ledger().add(self._entry(admission, status=status, outcome=RequestLog.Outcome.UPSTREAM_ERROR, model=model))
-
-    def settled(
-        self, admission: Admission, *, model: str, status: int, outcome: str, reported: TokenCount | None, answer: str
-    ) -> TokenCount:
-        """The request ended: charge it, at what the upstream reported or else an estimate."""
-        cap = admission.reserved if admission.token_budget is not None else None
-        tokens, estimated = charge(reported=reported, cap=cap, prompt_size=admission.prompt_size, answer=answer)
-        entry = self._entry(
-            admission, status=status, outcome=outcome, model=model, tokens=tokens, estimated=estimated,
-            reserved=admission.reserved,
-        )  # fmt: skip
-        ledger().add(entry)
-        return tokens
-
-    def when_done(self, admission: Admission, model: str, then: OnDone | None = None) -> OnDone:
-        """What a relay does when it ends: charge the request, then whatever else the endpoint keeps."""
-
-        async def on_done(relayed: Relayed) -> None:
-            self.settled(
-                admission, model=model, status=HTTPStatus.OK, outcome=relayed.outcome, reported=relayed.usage,
-                answer=relayed.answer,
-            )  # fmt: skip
-            if then is not None:
-                await then(relayed)
-
-        return on_done
 
 
 @dataclass
@@ -201,6 +135,7 @@ class Ledger:
         self.sending: set[asyncio.Task] = set()
         self.flushing = asyncio.Lock()
         self.failures: dict[tuple[str, datetime], FailureTally] = {}
+        self.answering = 0  # requests being answered, each settled here when it ends
 
     def add(self, entry: Entry) -> None:
         self.waiting.append(entry)
@@ -289,8 +224,27 @@ class Ledger:
             self.sending.add(task)
             task.add_done_callback(self.sending.discard)
 
+    @contextmanager
+    def answering_one(self) -> Iterator[None]:
+        """Around a request being answered, until its settlement is in: `close` waits for it."""
+        self.answering += 1
+        try:
+            yield
+        finally:
+            self.answering -= 1
+
     async def close(self) -> None:
-        """At shutdown: stop the timer, write what waits, and let mails being sent finish."""
+        """At shutdown: let the requests it cut be settled, stop the timer, write what waits, and let
+        mails being sent finish. uvicorn cancels the requests still running when its grace is over
+        and shuts the app down at once, while they settle in their own tasks."""
+        deadline = time.monotonic() + CLOSING_SECONDS
+        while self.answering and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.answering:
+            log.warning(
+                "ledger: %d requests were not settled at shutdown; they stay charged at their reservation",
+                self.answering,
+            )
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -316,6 +270,9 @@ def ledger() -> Ledger:
 
 
 async def close_ledger() -> None:
-    found = _ledgers.pop(asyncio.get_running_loop(), None)
+    # Left in place while it closes: the requests settling meanwhile add to this ledger, not a new one.
+    loop = asyncio.get_running_loop()
+    found = _ledgers.get(loop)
     if found is not None:
         await found.close()
+        _ledgers.pop(loop, None)

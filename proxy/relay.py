@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from activity.models import RequestLog
+from proxy import metrics
 from proxy.budget import TokenCount
 from proxy.upstreams import UpstreamBroken
 
@@ -55,6 +56,7 @@ def _take(piece: Piece, relayed: Relayed) -> str:
 
 async def finish(rest: AsyncGenerator[Piece], on_done: OnDone | None, relayed: Relayed) -> None:
     """Release the upstream's connection at once, then record what the client received."""
+    metrics.ACTIVE_STREAMS.dec()
     with anyio.CancelScope(shield=True):
         await rest.aclose()
         if on_done is not None:
@@ -66,6 +68,7 @@ async def relay_text(
 ) -> AsyncIterator[bytes]:
     """The answer's raw text, chunk by chunk. A break mid-stream ends the response early."""
     relayed = Relayed()
+    metrics.ACTIVE_STREAMS.inc()
     try:
         if text := _take(first, relayed):
             yield text.encode()
@@ -101,6 +104,7 @@ async def relay_openai_sse(
         return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
 
     relayed = Relayed()
+    metrics.ACTIVE_STREAMS.inc()
     try:
         yield chunk({"role": "assistant", "content": _take(first, relayed)})
         async for piece in rest:

@@ -21,12 +21,24 @@ class UpstreamError(Exception):
     """The model failed before sending anything: nothing was delivered, the request is given back.
 
     `retryable`: whether another model may do better (refused, timed out, 5xx, 429), or the request
-    itself was refused (another 4xx), which no fallback would change.
+    itself was refused (another 4xx), which no fallback would change. `reason` is its label in
+    the metrics: `unreachable`, `timeout`, `bad_answer` or `http_<status>`.
     """
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, reason: str = "unreachable") -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.reason = reason
+
+    @classmethod
+    def caused_by(cls, what: str, exc: Exception) -> "UpstreamError":
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            reason = "timeout"
+        elif isinstance(exc, ValueError | SSEError):
+            reason = "bad_answer"
+        else:
+            reason = "unreachable"
+        return cls(f"{what}: {type(exc).__name__}", reason=reason)
 
 
 class UpstreamBroken(Exception):
@@ -39,6 +51,9 @@ class Upstream(Protocol):
 
     def stream(self, body: dict) -> AsyncIterator[str | TokenCount]:
         """Yield the answer's text as the model produces it, and its token count if it reports one."""
+
+    async def probe(self, *, timeout: float) -> bool:
+        """Whether the upstream answers at all within `timeout` seconds (for /healthz); never raises."""
 
 
 # One connection pool per event loop (one per process under uvicorn), made on first use.
@@ -74,6 +89,7 @@ def http_client() -> httpx.AsyncClient:
 class OpenAICompatible:
     def __init__(self, *, base_url: str, api_key: str, model: str, connect_timeout: float, read_timeout: float):
         self.url = f"{base_url}/chat/completions"
+        self.models_url = f"{base_url}/models"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.model = model
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
@@ -92,12 +108,12 @@ class OpenAICompatible:
             ) as response:
                 refused(response.status)
                 if response.content_type != "application/json":
-                    raise UpstreamError("upstream answered something that is not JSON")
+                    raise UpstreamError("upstream answered something that is not JSON", reason="bad_answer")
                 answer = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise UpstreamError(f"upstream unreachable: {type(exc).__name__}") from exc
+            raise UpstreamError.caused_by("upstream unreachable", exc) from exc
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
-            raise UpstreamError("upstream answered JSON that is not a chat completion")
+            raise UpstreamError("upstream answered JSON that is not a chat completion", reason="bad_answer")
         return answer
 
     async def stream(self, body: dict) -> AsyncIterator[str | TokenCount]:
@@ -125,14 +141,29 @@ class OpenAICompatible:
         except (httpx.HTTPError, SSEError, ValueError) as exc:
             if started:
                 raise UpstreamBroken(f"upstream stream broke: {type(exc).__name__}") from exc
-            raise UpstreamError(f"upstream failed: {type(exc).__name__}") from exc
+            raise UpstreamError.caused_by("upstream failed", exc) from exc
+
+    async def probe(self, *, timeout: float) -> bool:
+        # GET /models: cheap, no tokens spent, and every OpenAI-compatible server has it.
+        return await answers(self.models_url, headers=self.headers, timeout=timeout)
+
+
+async def answers(url: str, *, headers: dict[str, str], timeout: float) -> bool:
+    """Whether a server answers a GET of `url` within `timeout` seconds: any status below 500 (a 401
+    or a 404 comes from a server that is up). Refused, timed out, or a 5xx: it does not."""
+    try:
+        async with asyncio.timeout(timeout):
+            async with http_client().stream("GET", url, headers=headers, timeout=timeout) as response:
+                return response.status_code < 500  # the body is not needed, nor read
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError):
+        return False
 
 
 def refused(status: int) -> None:
     """Raise for an upstream's error status; fallbacks are worth trying on a 5xx or a 429 only."""
     if status >= 400:
         retryable = status >= 500 or status == 429
-        raise UpstreamError(f"upstream answered {status}", retryable=retryable)
+        raise UpstreamError(f"upstream answered {status}", retryable=retryable, reason=f"http_{status}")
 
 
 def _delta_text(chunk: dict) -> str:
@@ -187,6 +218,9 @@ class DemoModel:
             yield word if i == len(words) - 1 else word + " "
         yield TokenCount(**demo_usage(body, text))
 
+    async def probe(self, *, timeout: float) -> bool:
+        return True  # it runs in this process
+
 
 def demo_usage(body: dict, text: str) -> dict[str, int]:
     """The demo model counts a word as a token."""
@@ -238,22 +272,29 @@ async def gateway_query(*, gateway_url: str, api_key: str, conversation: str, me
     try:
         response = await http_client().send(request, stream=True)
     except httpx.HTTPError as exc:
-        raise UpstreamError(f"gateway unreachable: {type(exc).__name__}") from exc
+        raise UpstreamError.caused_by("gateway unreachable", exc) from exc
     started = False
     try:
         if response.status_code in (403, 429):
             raise GatewayRefused(response.status_code, response.headers.get("Retry-After"))
         if response.status_code >= 400:
-            raise UpstreamError(f"gateway answered {response.status_code}")
+            status = response.status_code
+            raise UpstreamError(f"gateway answered {status}", reason=f"http_{status}")
         async for text in response.aiter_text():
             started = True
             yield text
     except httpx.HTTPError as exc:
         if started:
             raise UpstreamBroken(f"gateway stream broke: {type(exc).__name__}") from exc
-        raise UpstreamError(f"gateway failed: {type(exc).__name__}") from exc
+        raise UpstreamError.caused_by("gateway failed", exc) from exc
     finally:
         await response.aclose()
+
+
+async def gateway_probe(*, gateway_url: str, timeout: float) -> bool:
+    """aws mode: whether API Gateway answers. Without a key it refuses `/query` itself (403), so
+    the probe costs no model call and no quota."""
+    return await answers(f"{gateway_url}/query", headers={}, timeout=timeout)
 
 
 async def close_clients() -> None:

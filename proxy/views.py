@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from activity.models import RequestLog
 from chat import conversations
 from keys import tokens
+from proxy import metrics
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, authenticate, give_back
 from proxy.answers import OPENAI, QUERY, OpenAIAnswers, QueryAnswers
 from proxy.budget import TokenCount, prompt_bytes
 from proxy.catalog import catalog, complete, open_stream
 from proxy.db import run_orm
-from proxy.ledger import Meter, ledger
+from proxy.ledger import ledger
+from proxy.meter import Meter
 from proxy.relay import Relayed, relay_openai_sse, relay_text
 from proxy.upstreams import UpstreamError
 from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
@@ -60,6 +62,8 @@ def model_api(answers: Answers) -> Callable[[Endpoint], Endpoint]:
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         async def checked(request: Request) -> Response:
+            if request.method == "HEAD":  # Starlette answers HEAD on GET routes; it must admit nothing
+                return answers.invalid(InvalidRequest("Use GET.", status=HTTPStatus.METHOD_NOT_ALLOWED))
             if settings.KEYS_BACKEND != "local":
                 return JSONResponse({"message": "API Gateway serves the model API in aws mode."}, status_code=404)
             try:
@@ -109,7 +113,8 @@ async def admit_request(request: Request, presented: str, **terms) -> Admission 
     """None when the key came in the URL. A key that fails to authenticate is audited."""
     if key_in_url(request):
         return None
-    admission = await admit(presented=presented, **terms)
+    with metrics.ADMISSION.time():
+        admission = await admit(presented=presented, **terms)
     if admission.outcome is Outcome.FORBIDDEN:
         await authentication_failed(request, presented, admission.now)
     return admission
@@ -167,7 +172,7 @@ async def upstream_failed(answers: Answers, admission: Admission, meter: Meter) 
 
 @model_api(QUERY)
 async def query(request: Request) -> Response:
-    meter = Meter(request_id=request.state.request_id)
+    meter: Meter = request.state.meter
     try:
         conversation_id, text = parse_query(request.query_params)
     except InvalidRequest as exc:
@@ -192,7 +197,7 @@ async def query(request: Request) -> Response:
         )
     body = {"messages": messages, **admission.upstream_bound()}
     try:
-        model, first, rest = await open_stream(admission.route, body)
+        model, first, rest = await meter.waiting(admission, open_stream(admission.route, body))
     except UpstreamError:
         return await upstream_failed(QUERY, admission, meter)
     meter.answered()
@@ -212,7 +217,7 @@ async def query(request: Request) -> Response:
 
 @model_api(OPENAI)
 async def chat_completions(request: Request) -> Response:
-    meter = Meter(request_id=request.state.request_id)
+    meter: Meter = request.state.meter
     try:
         body = parse_chat_body(request.state.body)
     except InvalidRequest as exc:
@@ -230,7 +235,7 @@ async def chat_completions(request: Request) -> Response:
     body.update(admission.upstream_bound())
     if not body.get("stream"):
         try:
-            model, answer = await complete(admission.route, body)
+            model, answer = await meter.waiting(admission, complete(admission.route, body))
         except UpstreamError:
             return await upstream_failed(OPENAI, admission, meter)
         meter.answered()
@@ -242,7 +247,7 @@ async def chat_completions(request: Request) -> Response:
         settled = replace(admission, tokens_used=admission.tokens_used - admission.reserved + charged.total)
         return Response(json.dumps(answer), media_type="application/json", headers=settled.headers())
     try:
-        model, first, rest = await open_stream(admission.route, body)
+        model, first, rest = await meter.waiting(admission, open_stream(admission.route, body))
     except UpstreamError:
         return await upstream_failed(OPENAI, admission, meter)
     meter.answered()

@@ -9,6 +9,7 @@ tests that call it use committed data: `transactional_db`.
 import json
 from contextlib import ExitStack
 
+import anyio
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from django.conf import settings
@@ -114,8 +115,20 @@ def fetch(
     async def go() -> Fetched:
         from portal.asgi import application
 
-        transport = httpx.ASGITransport(app=application)
+        app_returned = anyio.Event()
+
+        async def app(scope, receive, send) -> None:
+            try:
+                await application(scope, receive, send)
+            finally:
+                app_returned.set()
+
+        # The answer is back once the app has returned, as from a server: what the app does after
+        # its last byte (the request's log line and counts) is done too.
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", cookies=cookies) as client:
-            return Fetched(await client.request(method.upper(), path, headers=headers, **kwargs))
+            fetched = Fetched(await client.request(method.upper(), path, headers=headers, **kwargs))
+        await app_returned.wait()
+        return fetched
 
     return portal().call(go)

@@ -1,3 +1,6 @@
+import logging
+import os
+import re
 import time
 
 import boto3
@@ -7,14 +10,16 @@ from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.core.cache import cache
 from moto import mock_aws
+from pythonjsonlogger.json import JsonFormatter
 
-from keys import services
+from keys import services, tokens
 from keys.models import Plan
 from proxy.catalog import snapshot
 from tests import asgi
 from tests.servers import smtp_server, standin_upstream, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
+SECRET_SHAPE = re.compile(rf"{tokens.PREFIX}[0-9A-Za-z]{{{tokens.BODY_LENGTH + tokens.CHECKSUM_LENGTH}}}")
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +42,37 @@ def settled_ledger(request):
     yield
     if asgi.started():
         asgi.settle()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_the_logs(tmp_path_factory):
+    """Every log line of the run, this process's and those of the servers the tests start
+    (tests/servers.py `run_log`), also goes to one file, in JSON with every field. At the end, no
+    key secret may be in it: none of those issued during the run, nor any other well-formed one
+    (a server issues keys of its own for the browser tests)."""
+    import portal.asgi  # noqa: F401 - it sets up Django, and so logging, again: before the handler is added
+
+    path = tmp_path_factory.mktemp("logs") / "run.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    os.environ["TOLLGATE_TEST_LOG"] = str(path)
+    issued: set[str] = set()
+    generate = tokens.generate_secret
+
+    def generate_and_remember() -> str:
+        issued.add(secret := generate())
+        return secret
+
+    tokens.generate_secret = generate_and_remember
+    yield path
+    tokens.generate_secret = generate
+    del os.environ["TOLLGATE_TEST_LOG"]
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    shaped = set(SECRET_SHAPE.findall(path.read_text(errors="replace")))
+    leaked = {found for found in shaped if found in issued or tokens.is_well_formed(found)}
+    assert not leaked, f"{len(leaked)} key secrets in this run's logs, such as {tokens.mask(min(leaked))}"
 
 
 @pytest.fixture(scope="session", autouse=True)

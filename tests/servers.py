@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -50,6 +50,13 @@ def database_url_for_servers() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
 
 
+def run_log():
+    """Where a server started by the tests writes its log: the run's log file, which the end of
+    the session scans for key secrets (tests/conftest.py), or else the terminal."""
+    path = os.environ.get("TOLLGATE_TEST_LOG")
+    return open(path, "a") if path else nullcontext()  # noqa: SIM115 - a context manager either way
+
+
 @contextmanager
 def tollgate_server(*, workers: int = 1, env: dict | None = None):
     """Tollgate under uvicorn in its own process(es), on the test database. Yields the base URL."""
@@ -60,7 +67,8 @@ def tollgate_server(*, workers: int = 1, env: dict | None = None):
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
         "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env)
+    with run_log() as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stderr=log)
     try:
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"
@@ -310,3 +318,32 @@ def smtp_server():
         yield sink
     finally:
         controller.stop()
+
+
+@contextmanager
+def served(*, output: Path, workers: int = 1, env: dict[str, str | None] | None = None):
+    """Tollgate as `make serve` runs it (portal/serve.py) on a free port and the test database, its
+    output written to `output`. Yields the process, with its `port`, once every worker has started;
+    stops it at the end if the test has not. In `env`, None removes a variable."""
+    port = free_port()
+    given = {"DATABASE_URL": database_url_for_servers(), "WEB_CONCURRENCY": str(workers), **(env or {})}
+    full_env = {name: value for name, value in {**os.environ, **given}.items() if value is not None}
+    command = [sys.executable, "-m", "portal.serve", "--host", "127.0.0.1", "--port", str(port)]
+    with output.open("w") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=sink, stderr=subprocess.STDOUT)
+    process.port = port
+    try:
+        deadline = time.monotonic() + 60
+        while output.read_text().count("Application startup complete.") < workers:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"portal.serve did not start (exit code {process.poll()}):\n{output.read_text()}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -9,12 +9,14 @@ import socket
 import time
 from http import HTTPStatus
 
+import anyio
+import httpx
 import pytest
 
 from activity.models import RequestLog
 from keys.models import Usage
 from proxy.budget import DEFAULT_OUTPUT_BOUND, TokenCount, charge, estimate, output_bound, prompt_bytes
-from tests.asgi import fetch, settle
+from tests.asgi import fetch, portal, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,6 +192,28 @@ def test_an_upstream_that_breaks_mid_stream_is_charged_for_what_it_produced(budg
     assert (row.outcome, row.estimated) == ("upstream_error", True)
     assert row.completion_tokens >= 1 and row.total_tokens <= PROMPT + 50
     assert tokens_charged(key) == row.total_tokens
+
+
+def test_a_request_cut_before_the_model_answers_is_given_back_and_logged(budget_key, upstream):
+    """What a shutdown past its grace does to a request still waiting for its model's first byte:
+    the request is cancelled; it had nothing, so it and its tokens go back, and its row says so."""
+    upstream.mode, upstream.stall = "stall", 5
+    key, secret = budget_key(token_quota=10_000)
+
+    async def cut_while_waiting() -> None:
+        from portal.asgi import application
+
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            with anyio.move_on_after(0.5):
+                await client.get("/query", params={"message": "hi"}, headers={"x-api-key": secret})
+
+    portal().call(cut_while_waiting)
+    settle()
+    usage = Usage.objects.get(key=key)
+    assert (usage.requests, usage.tokens) == (0, 0)
+    row = RequestLog.objects.get()
+    assert (row.status, row.outcome, row.total_tokens) == (499, "client_gone", 0)
 
 
 # --- a client that leaves, against Tollgate under uvicorn ----------------------------------

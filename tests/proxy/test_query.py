@@ -92,9 +92,12 @@ def test_a_missing_or_oversized_message_is_a_400_and_not_counted(secret, alice, 
     assert used(alice) == 0
 
 
-def test_only_get_is_allowed(secret):
+def test_only_get_is_allowed(secret, alice):
     response = fetch("post", "/query?message=hi", headers={"x-api-key": secret})
     assert response.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    # Starlette answers HEAD on a GET route: a HEAD would have been admitted and counted, for no body.
+    assert fetch("head", "/query?message=hi", headers={"x-api-key": secret}).status_code == 405
+    assert used(alice) == 0
 
 
 def test_a_conversation_keeps_its_earlier_turns(spend, secret):
