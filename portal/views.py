@@ -2,6 +2,7 @@ from collections import Counter
 from datetime import date
 from http import HTTPStatus
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
 from django.db import DatabaseError, connection
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from activity.services import window_by_model
 from keys.presenters import KeyRow, keys_with_usage
+from proxy.health import upstream_states
 
 
 def usage_chart(rows: list[KeyRow], days: int = 30) -> dict:
@@ -67,8 +69,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_not_required
 @never_cache
 @require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """For load balancers: the database and the cache answer. Says nothing about configuration."""
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """For load balancers: the status says whether Tollgate itself works (its database and cache
+    answer); `upstreams` says which models' upstreams answer, and never makes it a 503."""
+    failing = await sync_to_async(failing_services)()
+    upstreams = None if "database" in failing else await upstream_states()  # the models are in it
+    if failing:
+        body = {"status": "unavailable", "failing": failing, "upstreams": upstreams}
+        return JsonResponse(body, status=HTTPStatus.SERVICE_UNAVAILABLE)
+    return JsonResponse({"status": "ok", "upstreams": upstreams})
+
+
+def failing_services() -> list[str]:
     failing = []
     try:
         with connection.cursor() as cursor:
@@ -81,6 +93,4 @@ def healthz(request: HttpRequest) -> JsonResponse:
             failing.append("cache")
     except Exception:  # any cache backend's connection error
         failing.append("cache")
-    if failing:
-        return JsonResponse({"status": "unavailable", "failing": failing}, status=HTTPStatus.SERVICE_UNAVAILABLE)
-    return JsonResponse({"status": "ok"})
+    return failing

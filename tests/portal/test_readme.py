@@ -61,7 +61,7 @@ def test_every_readme_command_works_verbatim_after_make_run(fresh_copy):
     )  # fmt: skip
     try:
         wait_for_port(port, timeout=180, process=server)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok", "upstreams": {"demo": "up"}}
         dotenv = fresh_copy / ".env"
         assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
         assert re.fullmatch(r"DJANGO_DEBUG=1\nDJANGO_SECRET_KEY=\S{40,}\n", dotenv.read_text())
