@@ -66,6 +66,9 @@ def tollgate_server(*, workers: int = 1, env: dict | None = None):
         sys.executable, "-m", "uvicorn", "portal.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
         "--log-level", "warning",
+        # Clients that reuse connections: on a busy machine one may wait past uvicorn's 5 s and
+        # send on a connection that uvicorn is closing at that moment.
+        "--timeout-keep-alive", "30",
     ]  # fmt: skip
     with run_log() as log:
         process = subprocess.Popen(command, cwd=ROOT, env=full_env, stderr=log)
