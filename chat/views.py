@@ -17,7 +17,7 @@ from chat.models import Conversation
 from keys.backends import get_backend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey
-from keys.presenters import keys_with_usage
+from keys.presenters import keys_with_usage, message
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, give_back
 from proxy.budget import prompt_bytes
 from proxy.catalog import open_stream
@@ -25,6 +25,8 @@ from proxy.meter import Meter
 from proxy.relay import OnDone, Relayed, relay_text
 from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
 from proxy.validation import MAX_MESSAGE_CHARS
+
+KEY_UNUSABLE = "This key is revoked or expired. Pick another key."
 
 
 def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
@@ -44,23 +46,19 @@ def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
     return render(request, "chat/chat.html", context)
 
 
-def problem(status: int, text: str) -> JsonResponse:
-    return JsonResponse({"message": text}, status=status)
-
-
 def refused(admission: Admission) -> JsonResponse:
     if admission.outcome is Outcome.FORBIDDEN:
-        return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
+        return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
     if admission.outcome is Outcome.MODEL_NOT_FOUND:
-        return problem(HTTPStatus.NOT_FOUND, "This key's plan grants no model. Ask an administrator.")
+        return message("This key's plan grants no model. Ask an administrator.", HTTPStatus.NOT_FOUND)
     text = "Too Many Requests" if admission.outcome is Outcome.THROTTLED else "Limit Exceeded"
-    body = {"message": text, "retry_after": admission.retry_after, "resets_in": admission.resets_in}
+    body = {"retry_after": admission.retry_after, "resets_in": admission.resets_in}
     if admission.outcome is Outcome.TOKENS_LIMITED:
         body["detail"] = (
             f"This key's token budget has {admission.tokens_left:,} tokens left this {admission.key.period_word}, "
             f"and a message here may need up to {admission.reserved:,}. It resets in {admission.resets_in}."
         )
-    return JsonResponse(body, status=HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers())
+    return message(text, HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers(), **body)
 
 
 def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
@@ -71,13 +69,13 @@ def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
         if not isinstance(text, str) or not isinstance(conversation_id, str):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        return problem(HTTPStatus.BAD_REQUEST, "Send JSON with key_id, message and optionally conversation.")
+        return message("Send JSON with key_id, message and optionally conversation.", HTTPStatus.BAD_REQUEST)
     if not text.strip():
-        return problem(HTTPStatus.BAD_REQUEST, "Type a message first.")
+        return message("Type a message first.", HTTPStatus.BAD_REQUEST)
     if len(text) > MAX_MESSAGE_CHARS:
-        return problem(HTTPStatus.BAD_REQUEST, f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).")
+        return message(f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).", HTTPStatus.BAD_REQUEST)
     if "\x00" in text:
-        return problem(HTTPStatus.BAD_REQUEST, "That message contains a NUL character.")
+        return message("That message contains a NUL character.", HTTPStatus.BAD_REQUEST)
     return key_id, text, conversation_id
 
 
@@ -103,21 +101,25 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     key = await ApiKey.objects.select_related("plan").filter(pk=key_id, owner=user).afirst()
     if key is None:
-        return problem(HTTPStatus.NOT_FOUND, "No such key.")
+        return message("No such key.", HTTPStatus.NOT_FOUND)
     conversation = await sync_to_async(_conversation)(user, key, conversation_id)
     if conversation is None:
-        return problem(HTTPStatus.NOT_FOUND, "No such conversation.")
-    if settings.KEYS_BACKEND == "aws":
-        if not key.is_usable(timezone.now()):
-            return problem(HTTPStatus.FORBIDDEN, "This key is revoked or expired. Pick another key.")
-        return await _via_gateway(key, conversation, text)
+        return message("No such conversation.", HTTPStatus.NOT_FOUND)
+    if not key.is_usable(timezone.now()):
+        return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
+    try:
+        gateway_key = await sync_to_async(get_backend().gateway_key)(key=key)
+    except BackendUnavailable:
+        return message("The key service did not answer. Try again shortly.", HTTPStatus.BAD_GATEWAY)
+    if gateway_key is not None:  # a gateway (API Gateway) meters this key: the message goes through it
+        return await _via_gateway(gateway_key, conversation, text)
     meter = Meter(request_id=uuid.uuid4().hex, client_ip=request.META.get("REMOTE_ADDR"))
     earlier = await sync_to_async(conversations.history)(conversation)
     messages = [*earlier, {"role": "user", "content": text}]
     try:
         admission = await admit(key_id=key.pk, owner_id=user.pk, prompt_size=prompt_bytes(messages))
     except QuotaStoreUnavailable:
-        return problem(HTTPStatus.SERVICE_UNAVAILABLE, "Tollgate cannot reach its database right now.")
+        return message("Tollgate cannot reach its database right now.", HTTPStatus.SERVICE_UNAVAILABLE)
     if not admission.admitted:
         response = refused(admission)
         meter.refused(admission, response.status_code)
@@ -129,7 +131,7 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     except UpstreamError:
         await give_back(admission)
         meter.failed(admission, HTTPStatus.BAD_GATEWAY)
-        return problem(HTTPStatus.BAD_GATEWAY, "The model did not answer. This message was not counted.")
+        return message("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
     meter.answered()
     on_done = meter.when_done(admission, model.name, then=_keep_answer(conversation))
     return _stream_response(conversation, first, stream, on_done, admission.headers())
@@ -159,14 +161,10 @@ def _stream_response(
     )
 
 
-async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> HttpResponse:
-    """aws mode: API Gateway meters the request; the key's value is fetched by id, used, and dropped."""
+async def _via_gateway(value: str, conversation: Conversation, text: str) -> HttpResponse:
+    """The gateway meters the request; the key's value was fetched by id for this message and is dropped."""
     if not settings.GATEWAY_URL:
-        return problem(HTTPStatus.SERVICE_UNAVAILABLE, "GATEWAY_URL is not configured; ask an administrator.")
-    try:
-        value = await sync_to_async(get_backend().key_value)(key)
-    except BackendUnavailable:
-        return problem(HTTPStatus.BAD_GATEWAY, "AWS did not answer. Try again shortly.")
+        return message("GATEWAY_URL is not configured; ask an administrator.", HTTPStatus.SERVICE_UNAVAILABLE)
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     stream = gateway_query(
         gateway_url=settings.GATEWAY_URL, api_key=value, conversation=str(conversation.public_id), message=text
@@ -176,8 +174,8 @@ async def _via_gateway(key: ApiKey, conversation: Conversation, text: str) -> Ht
     except GatewayRefused as refused:
         if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
             headers = {"Retry-After": refused.retry_after} if refused.retry_after else {}
-            return JsonResponse({"message": "Limit Exceeded"}, status=429, headers=headers)
-        return problem(HTTPStatus.FORBIDDEN, "API Gateway refused this key.")
+            return message("Limit Exceeded", HTTPStatus.TOO_MANY_REQUESTS, headers=headers)
+        return message("API Gateway refused this key.", HTTPStatus.FORBIDDEN)
     except UpstreamError:
-        return problem(HTTPStatus.BAD_GATEWAY, "The gateway did not answer.")
+        return message("The gateway did not answer.", HTTPStatus.BAD_GATEWAY)
     return _stream_response(conversation, first, stream, _keep_answer(conversation), {})

@@ -25,14 +25,11 @@ class PlanAdmin(admin.ModelAdmin):
     filter_horizontal = ["models"]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        # In aws mode the plans live in API Gateway: refresh the rows from it first.
-        from django.conf import settings
-
-        if settings.KEYS_BACKEND == "aws":
-            try:
-                services.plan_list()
-            except BackendUnavailable as exc:
-                self.message_user(request, f"Could not read plans from AWS: {exc}", messages.ERROR)
+        # Where the backend keeps plans elsewhere (API Gateway), refresh the rows from it first.
+        try:
+            services.plan_sync(max_age=0)
+        except BackendUnavailable as exc:
+            self.message_user(request, f"Could not refresh the plans from the key backend: {exc}", messages.ERROR)
         return super().changelist_view(request, extra_context)
 
 

@@ -1,8 +1,10 @@
 """The key API: DRF, session authentication with CSRF, browsable. One view per action."""
 
+import logging
 from http import HTTPStatus
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django_ratelimit import ALL
 from django_ratelimit.core import is_ratelimited
@@ -10,11 +12,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+from rest_framework.views import APIView, set_rollback
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from keys import services
-from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
+from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed, KeyRevoked, TollgateKeyError
 from keys.models import ApiKey
+from keys.presenters import key_with_usage, keys_with_usage, message
 from keys.serializers import (
     DayUsageSerializer,
     KeyCreateInputSerializer,
@@ -26,9 +30,29 @@ from keys.serializers import (
     user_by_email,
 )
 
+log = logging.getLogger("tollgate.keys")
 
-def message(text: str, status: int) -> Response:
-    return Response({"message": text}, status=status)
+# The contract's answer to each of the keys app's errors, whichever view raised it.
+ANSWERS: dict[type[TollgateKeyError], tuple[HTTPStatus, str]] = {
+    KeyAlreadyExists: (HTTPStatus.CONFLICT, "Key already exists"),
+    KeyRevoked: (HTTPStatus.CONFLICT, "A revoked key cannot be rotated; create a new one."),
+    KeyCreateFailed: (HTTPStatus.INTERNAL_SERVER_ERROR, "create failed"),
+    BackendUnavailable: (
+        HTTPStatus.BAD_GATEWAY,
+        "The key backend is unavailable; nothing was changed. Try again shortly.",
+    ),
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
+    """DRF's EXCEPTION_HANDLER: the keys app's errors become the contract's answers; the rest is DRF's."""
+    for error, (status, text) in ANSWERS.items():
+        if isinstance(exc, error):
+            if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                log.warning("%s: %s", type(exc).__name__, exc)
+            set_rollback()
+            return message(text, status)
+    return drf_exception_handler(exc, context)
 
 
 def churn_limited(request: Request) -> bool:
@@ -38,12 +62,8 @@ def churn_limited(request: Request) -> bool:
     )
 
 
-def backend_failure(exc: Exception) -> Response:
-    if isinstance(exc, KeyAlreadyExists):
-        return message("Key already exists", HTTPStatus.CONFLICT)
-    if isinstance(exc, KeyCreateFailed):
-        return message("create failed", HTTPStatus.INTERNAL_SERVER_ERROR)
-    return message("The key backend is unavailable; nothing was changed. Try again shortly.", HTTPStatus.BAD_GATEWAY)
+def too_much_churn() -> HttpResponse:
+    return message("Too many key changes; try again in an hour.", HTTPStatus.TOO_MANY_REQUESTS)
 
 
 def owned_key(request: Request, key_id: int) -> ApiKey:
@@ -51,23 +71,11 @@ def owned_key(request: Request, key_id: int) -> ApiKey:
     return get_object_or_404(ApiKey.objects.select_related("plan"), pk=key_id, owner=request.user)
 
 
-def with_window(key: ApiKey) -> ApiKey:
-    try:
-        key.window = services.api_key_window_usage(key=key)
-    except BackendUnavailable:
-        # The key list stays usable when usage figures are not; they show as null.
-        key.window = None
-    return key
-
-
 class PlanListApi(APIView):
     @extend_schema(responses=PlanSerializer(many=True))
     def get(self, request: Request) -> Response:
-        try:
-            plans = services.plan_list()
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
-        return Response(PlanSerializer(plans, many=True).data)
+        services.plan_sync()
+        return Response(PlanSerializer(services.plan_list(), many=True).data)
 
 
 class KeyCreateApi(APIView):
@@ -76,11 +84,8 @@ class KeyCreateApi(APIView):
         responses={200: SecretSerializer, 400: None, 403: MessageSerializer, 409: MessageSerializer},
     )
     def post(self, request: Request) -> Response:
-        try:
-            plans = services.plan_list()
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
-        form = KeyCreateInputSerializer(data=request.data, plans=plans)
+        services.plan_sync()
+        form = KeyCreateInputSerializer(data=request.data, plans=services.plan_list())
         form.is_valid(raise_exception=True)
         user = request.user
         email = form.validated_data.get("user")
@@ -91,33 +96,25 @@ class KeyCreateApi(APIView):
             if user is None:
                 return Response({"user": [f"No user with the email {email}."]}, status=HTTPStatus.BAD_REQUEST)
         if churn_limited(request):
-            return message("Too many key changes; try again in an hour.", HTTPStatus.TOO_MANY_REQUESTS)
-        try:
-            _key, secret = services.api_key_create(user=user, plan=form.validated_data["plan_name"], actor=request.user)
-        except (KeyAlreadyExists, KeyCreateFailed, BackendUnavailable) as exc:
-            return backend_failure(exc)
+            return too_much_churn()
+        _key, secret = services.api_key_create(user=user, plan=form.validated_data["plan_name"], actor=request.user)
         return Response({"value": secret}, headers={"Cache-Control": "no-store"})
 
 
 class KeyListApi(APIView):
     @extend_schema(responses=KeySerializer(many=True))
     def get(self, request: Request) -> Response:
-        keys = ApiKey.objects.filter(owner=request.user).select_related("plan")
-        return Response(KeySerializer([with_window(key) for key in keys], many=True).data)
+        return Response(KeySerializer(keys_with_usage(request.user), many=True).data)
 
 
 class KeyDetailApi(APIView):
     @extend_schema(responses=KeySerializer)
     def get(self, request: Request, key_id: int) -> Response:
-        return Response(KeySerializer(with_window(owned_key(request, key_id))).data)
+        return Response(KeySerializer(key_with_usage(owned_key(request, key_id))).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, key_id: int) -> Response:
-        key = owned_key(request, key_id)
-        try:
-            services.api_key_revoke(key=key, actor=request.user)
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
+        services.api_key_revoke(key=owned_key(request, key_id), actor=request.user)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
@@ -125,14 +122,9 @@ class KeyRotateApi(APIView):
     @extend_schema(request=None, responses={200: SecretSerializer, 409: MessageSerializer})
     def post(self, request: Request, key_id: int) -> Response:
         key = owned_key(request, key_id)
-        if key.status != ApiKey.Status.ACTIVE:
-            return message("A revoked key cannot be rotated; create a new one.", HTTPStatus.CONFLICT)
         if churn_limited(request):
-            return message("Too many key changes; try again in an hour.", HTTPStatus.TOO_MANY_REQUESTS)
-        try:
-            secret = services.api_key_rotate(key=key, actor=request.user)
-        except (KeyCreateFailed, BackendUnavailable) as exc:
-            return backend_failure(exc)
+            return too_much_churn()
+        secret = services.api_key_rotate(key=key, actor=request.user)
         return Response({"value": secret}, headers={"Cache-Control": "no-store"})
 
 
@@ -145,8 +137,5 @@ class KeyUsageApi(APIView):
         key = owned_key(request, key_id)
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        try:
-            days = services.api_key_usage(key=key, days=query.validated_data["days"])
-        except BackendUnavailable as exc:
-            return backend_failure(exc)
+        days = services.api_key_usage(key=key, days=query.validated_data["days"])
         return Response(DayUsageSerializer(days, many=True).data)

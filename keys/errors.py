@@ -1,4 +1,5 @@
-"""The keys app's own errors; backends turn their SDKs' failures into these."""
+"""The keys app's own errors; backends turn their SDKs' failures into these, and `keys.api.exception_handler`
+turns these into the key API's answers."""
 
 
 class TollgateKeyError(Exception):
@@ -7,6 +8,10 @@ class TollgateKeyError(Exception):
 
 class KeyAlreadyExists(TollgateKeyError):
     """The user already holds an active key on this plan."""
+
+
+class KeyRevoked(TollgateKeyError):
+    """The key is revoked: it cannot be rotated; a new one can be created."""
 
 
 class KeyCreateFailed(TollgateKeyError):

@@ -1,9 +1,11 @@
-"""Keys with their usage, shaped for the dashboard, the keys page and the chat page."""
+"""What the pages and the key API show: a key with its usage (one shape for the dashboard, the keys page,
+the chat page and the DRF API), a plan's terms in words, and `{"message": ...}` answers."""
 
 import logging
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.http import JsonResponse
 
 from keys import services
 from keys.errors import BackendUnavailable
@@ -34,17 +36,25 @@ class KeyRow:
         return plan_terms(self.key.plan)
 
 
+def key_with_usage(key: ApiKey, *, days: int = 0) -> KeyRow:
+    """The key, its current window and, given `days`, its daily use; usage is None when the backend
+    cannot say, so the key still shows."""
+    try:
+        window = services.api_key_window_usage(key=key)
+        history = services.api_key_usage(key=key, days=days) if days else None
+    except BackendUnavailable:
+        log.warning("usage unavailable for key %s", key.pk)
+        window, history = None, None
+    return KeyRow(key=key, window=window, days=history)
+
+
 def keys_with_usage(user: AbstractBaseUser, *, days: int = 0, active_only: bool = False) -> list[KeyRow]:
     keys = ApiKey.objects.filter(owner=user).select_related("plan").prefetch_related("plan__models")
     if active_only:
         keys = keys.active()
-    rows = []
-    for key in keys:
-        try:
-            window = services.api_key_window_usage(key=key)
-            history = services.api_key_usage(key=key, days=days) if days else None
-        except BackendUnavailable:
-            log.warning("usage unavailable for key %s", key.pk)
-            window, history = None, None
-        rows.append(KeyRow(key=key, window=window, days=history))
-    return rows
+    return [key_with_usage(key, days=days) for key in keys]
+
+
+def message(text: str, status: int, *, headers: dict | None = None, **fields) -> JsonResponse:
+    """A `{"message": text}` answer (with any further fields), for the key API and the chat page."""
+    return JsonResponse({"message": text, **fields}, status=status, headers=headers)

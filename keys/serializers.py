@@ -41,8 +41,16 @@ class MessageSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class KeySerializer(serializers.ModelSerializer):
-    plan = serializers.CharField(source="plan.name")
+class KeySerializer(serializers.Serializer):
+    """A key with its usage (`keys.presenters.KeyRow`); never the secret."""
+
+    id = serializers.IntegerField(source="key.id")
+    name = serializers.CharField(source="key.name")
+    prefix = serializers.CharField(source="key.prefix")
+    plan = serializers.CharField(source="key.plan.name")
+    status = serializers.ChoiceField(source="key.status", choices=ApiKey.Status.choices)
+    created = serializers.DateTimeField(source="key.created")
+    last_used = serializers.DateTimeField(source="key.last_used", allow_null=True)
     # null when the backend cannot say (API Gateway's usage is briefly unavailable).
     used_today = serializers.IntegerField(source="window.requests.used", allow_null=True)
     remaining_today = serializers.IntegerField(source="window.requests.remaining", allow_null=True)
@@ -51,24 +59,6 @@ class KeySerializer(serializers.ModelSerializer):
     used_tokens = serializers.IntegerField(source="window.tokens.used", allow_null=True)
     remaining_tokens = serializers.IntegerField(source="window.tokens.remaining", allow_null=True)
     token_quota = serializers.IntegerField(source="window.tokens.limit", allow_null=True)
-
-    class Meta:
-        model = ApiKey
-        fields = [
-            "id",
-            "name",
-            "prefix",
-            "plan",
-            "status",
-            "created",
-            "last_used",
-            "used_today",
-            "remaining_today",
-            "resets_at",
-            "used_tokens",
-            "remaining_tokens",
-            "token_quota",
-        ]
 
 
 class UsageQuerySerializer(serializers.Serializer):

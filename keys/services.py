@@ -5,21 +5,40 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from keys.backends import Counted, KeyBackend, get_backend
-from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
+from keys.errors import KeyAlreadyExists, KeyCreateFailed, KeyRevoked
 from keys.models import ApiKey, AuditEvent, Plan
 
 log = logging.getLogger("tollgate.keys")
+
+PLAN_SYNC_SECONDS = 60  # how long pages go on offering plans read from the backend before they ask it again
 
 
 def _now() -> datetime:
     return timezone.now()
 
 
+def plan_sync(*, backend: KeyBackend | None = None, max_age: int = PLAN_SYNC_SECONDS) -> None:
+    """Bring the plan rows in line with the backend (API Gateway's usage plans; nothing to do for local).
+
+    Pages that offer plans call this before `plan_list`; `max_age` spares the backend a call on every page
+    (0 syncs now). Raises BackendUnavailable.
+    """
+    backend = backend or get_backend()
+    synced = f"keys.plans_synced.{backend.name}"
+    if max_age and cache.get(synced):
+        return
+    backend.sync_plans()
+    if max_age:
+        cache.set(synced, True, max_age)
+
+
 def plan_list(*, backend: KeyBackend | None = None) -> list[Plan]:
+    """The plans offered for new keys. Reads rows only: `plan_sync` is what writes them."""
     return (backend or get_backend()).list_plans()
 
 
@@ -54,17 +73,10 @@ def api_key_create(
 
 def api_key_rotate(*, key: ApiKey, actor: AbstractBaseUser, backend: KeyBackend | None = None) -> str:
     """Replace the key's secret; the old one stops working at once. Usage carries over."""
+    if key.status != ApiKey.Status.ACTIVE:
+        raise KeyRevoked(key.prefix)
     backend = backend or get_backend()
-    if backend.name == "aws":
-        issued = backend.issue(user=key.owner, plan=key.plan, check_existing=False)
-        try:
-            # Before the row moves on: if AWS keeps the old key working, nothing has changed.
-            backend.revoke(key=key)
-        except BackendUnavailable:
-            backend.withdraw(issued)
-            raise
-    else:
-        issued = backend.issue(user=key.owner, plan=key.plan)
+    issued = backend.reissue(key=key)
     try:
         with transaction.atomic():
             key.prefix, key.digest, key.backend_key_id = issued.prefix, issued.digest, issued.backend_key_id

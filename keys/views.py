@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from activity.forms import UsageAlertsForm
 from keys import services
 from keys.api import churn_limited
-from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed
+from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed, KeyRevoked
 from keys.forms import KeyCreateForm
 from keys.models import ApiKey
 from keys.presenters import keys_with_usage
@@ -31,10 +31,11 @@ def render_keys(request: HttpRequest, *, form: KeyCreateForm | None, secret: str
 @never_cache
 def keys_page(request: HttpRequest) -> HttpResponse:
     try:
-        plans = services.plan_list()
+        services.plan_sync()
     except BackendUnavailable:
         messages.error(request, BACKEND_DOWN)
         return render_keys(request, form=None, status=503)
+    plans = services.plan_list()
     form = KeyCreateForm(request.POST or None, plans=plans)
     if request.method != "POST":
         return render_keys(request, form=form)
@@ -60,14 +61,14 @@ def keys_page(request: HttpRequest) -> HttpResponse:
 @never_cache
 def key_rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     key = get_object_or_404(ApiKey.objects.select_related("plan"), pk=key_id, owner=request.user)
-    if key.status != ApiKey.Status.ACTIVE:
-        messages.error(request, "A revoked key cannot be rotated.")
-        return redirect("keys")
     if churn_limited(request):
         messages.error(request, "You have created or rotated many keys in the last hour. Please wait a while.")
         return redirect("keys")
     try:
         secret = services.api_key_rotate(key=key, actor=request.user)
+    except KeyRevoked:
+        messages.error(request, "A revoked key cannot be rotated.")
+        return redirect("keys")
     except (KeyCreateFailed, BackendUnavailable):
         messages.error(request, "The key could not be rotated; the old secret still works.")
         return redirect("keys")

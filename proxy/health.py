@@ -15,6 +15,7 @@ from functools import partial
 from django.conf import settings
 from django.db import DatabaseError
 
+from keys.backends import get_backend
 from proxy.catalog import catalog
 from proxy.upstreams import gateway_probe
 
@@ -28,7 +29,7 @@ Probe = Callable[..., Awaitable[bool]]
 async def probes() -> dict[str, Probe]:
     """What to probe, by the name that /healthz shows: the served models, or in aws mode the
     gateway, which serves the model API there (its models are its business)."""
-    if settings.KEYS_BACKEND == "aws":
+    if not get_backend().serves_model_api:
         return {"gateway": partial(gateway_probe, gateway_url=settings.GATEWAY_URL)} if settings.GATEWAY_URL else {}
     return {name: model.client.probe for name, model in (await catalog()).models.items()}
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from activity.models import RequestLog
 from chat import conversations
 from keys import tokens
+from keys.backends import get_backend
 from proxy import metrics
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, authenticate, give_back
 from proxy.answers import OPENAI, QUERY, OpenAIAnswers, QueryAnswers
@@ -64,7 +65,7 @@ def model_api(answers: Answers) -> Callable[[Endpoint], Endpoint]:
         async def checked(request: Request) -> Response:
             if request.method == "HEAD":  # Starlette answers HEAD on GET routes; it must admit nothing
                 return answers.invalid(InvalidRequest("Use GET.", status=HTTPStatus.METHOD_NOT_ALLOWED))
-            if settings.KEYS_BACKEND != "local":
+            if not get_backend().serves_model_api:
                 return JSONResponse({"message": "API Gateway serves the model API in aws mode."}, status_code=404)
             try:
                 request.state.body = await read_body(request)

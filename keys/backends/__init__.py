@@ -26,12 +26,25 @@ class Counted(NamedTuple):
 
 
 class KeyBackend(Protocol):
-    name: str
+    """What callers need from a backend. Each answers for itself, so callers never ask which one is active
+    (as `django.contrib.auth.authenticate()` asks its backends, never their names)."""
 
-    def list_plans(self) -> list[Plan]: ...
+    name: str
+    # Tollgate's own model API (/query, /v1) admits this backend's keys; False where a gateway does.
+    serves_model_api: bool
+
+    def sync_plans(self) -> None:
+        """Bring the Plan rows in line with where the backend keeps its plans; raise BackendUnavailable."""
+
+    def list_plans(self) -> list[Plan]:
+        """The plans offered for new keys, read from the database only: no writes, no remote calls."""
 
     def issue(self, *, user: AbstractBaseUser, plan: Plan) -> IssuedSecret:
         """Make a new secret on `plan`; raise KeyAlreadyExists or KeyCreateFailed."""
+
+    def reissue(self, *, key: ApiKey) -> IssuedSecret:
+        """A new secret for `key` on its plan, the old one refused from then on (at once, or once the row
+        holds the new secret). Raise KeyCreateFailed or BackendUnavailable with the old one still working."""
 
     def withdraw(self, issued: IssuedSecret) -> None:
         """Undo `issue` when the portal could not record the key."""
@@ -43,6 +56,10 @@ class KeyBackend(Protocol):
 
     def window_usage(self, *, key: ApiKey, start: date, today: date) -> Counted:
         """Use in the key's quota window that began on `start`, up to `today`."""
+
+    def gateway_key(self, *, key: ApiKey) -> str | None:
+        """The value the chat page sends to the gateway that meters `key`, fetched when needed and never
+        stored; None when Tollgate meters the key itself. Raise BackendUnavailable."""
 
 
 def get_backend(name: str | None = None) -> KeyBackend:

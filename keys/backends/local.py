@@ -11,6 +11,10 @@ from keys.models import ApiKey, Plan, Usage
 
 class LocalBackend:
     name = "local"
+    serves_model_api = True
+
+    def sync_plans(self) -> None:
+        pass  # the rows are the plans
 
     def list_plans(self) -> list[Plan]:
         return list(Plan.objects.filter(active=True))
@@ -18,6 +22,10 @@ class LocalBackend:
     def issue(self, *, user: AbstractBaseUser, plan: Plan) -> IssuedSecret:
         secret = tokens.generate_secret()
         return IssuedSecret(value=secret, prefix=tokens.display_prefix(secret), digest=tokens.digest(secret))
+
+    def reissue(self, *, key: ApiKey) -> IssuedSecret:
+        # The old secret stops working when the row's digest changes.
+        return self.issue(user=key.owner, plan=key.plan)
 
     def withdraw(self, issued: IssuedSecret) -> None:
         pass  # nothing exists outside the database row
@@ -37,3 +45,6 @@ class LocalBackend:
         # The row that admission counts against, exactly.
         row = Usage.objects.filter(key=key, window_start=start).values_list("requests", "tokens").first()
         return Counted(*row) if row else Counted()
+
+    def gateway_key(self, *, key: ApiKey) -> None:
+        return None  # Tollgate admits local keys itself; only their digest is kept

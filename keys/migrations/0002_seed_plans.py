@@ -1,6 +1,12 @@
 from django.db import migrations
 
-from keys.seed import SEED_PLANS
+# This migration's own copy of the seed plans, (name, requests per DAY, description): it must do what it did
+# when it was written, whatever later code says the seed plans are.
+SEED_PLANS = [
+    ("10RequestPerDay", 10, "Try things out: ten requests a day."),
+    ("20RequestPerDay", 20, "For a small script: twenty requests a day."),
+    ("30RequestPerDay", 30, "For daily work: thirty requests a day."),
+]
 
 
 def create_seed_plans(apps, schema_editor):

@@ -67,6 +67,7 @@ def gateway(settings):
 def alice_key(apigw, alice, gateway):
     """Alice's key on an AWS usage plan; the stand-in gateway accepts the value API Gateway made for it."""
     apigw.create_usage_plan(name="Gold", quota={"limit": 100, "period": "DAY"})
+    services.plan_sync()
     [gold] = services.plan_list()
     key, _secret = services.api_key_create(user=alice, plan=gold)
     gateway.api_key = apigw.get_api_key(apiKey=key.backend_key_id, includeValue=True)["value"]
@@ -129,4 +130,33 @@ def test_without_a_gateway_url_the_chat_says_so(alice, alice_key, settings, gate
 def test_another_users_key_is_not_found(bob, alice_key, gateway):
     response, _parts = chat(bob, alice_key.pk)
     assert response.status_code == HTTPStatus.NOT_FOUND
+    assert gateway.requests == []
+
+
+def test_a_revoked_key_is_refused_without_asking_aws_or_the_gateway(alice, alice_key, gateway):
+    services.api_key_revoke(key=alice_key, actor=alice)
+
+    response, parts = chat(alice, alice_key.pk)
+
+    assert response.status_code == HTTPStatus.FORBIDDEN
+    assert "revoked" in json.loads(b"".join(parts))["message"]
+    assert gateway.requests == []
+
+
+def test_aws_failing_to_give_the_keys_value_is_a_bad_gateway(alice, alice_key, gateway, monkeypatch):
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    real = BaseClient._make_api_call
+
+    def make_api_call(client, operation: str, params: dict) -> dict:
+        if operation == "GetApiKey":
+            raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Slow down"}}, operation)
+        return real(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", make_api_call)
+
+    response, _parts = chat(alice, alice_key.pk)
+
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert gateway.requests == []

@@ -320,3 +320,62 @@ def test_api_gateway_refusing_usage_is_a_bad_gateway(apigw, alice_client, alice,
     key = ApiKey.objects.get(owner=alice)
     stand_ins["GetUsage"] = refusal("GetUsage")
     assert alice_client.get(f"/api/keys/{key.pk}/usage").status_code == HTTPStatus.BAD_GATEWAY
+
+
+def test_reading_plans_writes_no_rows_and_asks_api_gateway_nothing(apigw, gold, stand_ins):
+    asked = []
+    stand_ins["GetUsagePlans"] = lambda params: asked.append(params)  # then moto answers
+
+    assert services.plan_list() == []
+
+    assert asked == []
+    assert not Plan.objects.filter(name="Gold").exists()
+
+
+def test_the_plan_sync_mirrors_api_gateways_usage_plans_into_rows(apigw, gold):
+    services.plan_sync()
+
+    [plan] = services.plan_list()
+    assert (plan.name, plan.quota, plan.period, plan.aws_id) == ("Gold", 100, "DAY", gold["id"])
+
+
+def test_pages_ask_api_gateway_for_plans_at_most_once_in_a_while(alice_client, gold, stand_ins):
+    asked = []
+    stand_ins["GetUsagePlans"] = lambda params: asked.append(params)
+
+    assert [plan["name"] for plan in alice_client.get("/api/plan").json()] == ["Gold"]
+    assert alice_client.get("/keys/").status_code == HTTPStatus.OK
+    assert create(alice_client, "Gold").status_code == HTTPStatus.OK
+
+    assert len(asked) == 1
+
+
+def test_a_plan_deleted_in_api_gateway_is_no_longer_offered(apigw, alice_client, gold, silver):
+    services.plan_sync()
+    apigw.delete_usage_plan(usagePlanId=silver["id"])
+
+    services.plan_sync(max_age=0)
+
+    assert [plan.name for plan in services.plan_list()] == ["Gold"]
+    assert Plan.objects.filter(name="Silver", active=False).exists()  # kept for the keys that were on it
+
+
+def test_the_admin_plan_list_refreshes_from_api_gateway(apigw, admin_client, gold):
+    services.plan_sync()
+    apigw.update_usage_plan(
+        usagePlanId=gold["id"], patchOperations=[{"op": "replace", "path": "/quota/limit", "value": "500"}]
+    )
+
+    response = admin_client.get("/admin/keys/plan/")
+
+    assert response.status_code == HTTPStatus.OK
+    assert Plan.objects.get(aws_id=gold["id"]).quota == 500
+
+
+def test_the_admin_plan_list_says_when_api_gateway_cannot_be_read(admin_client, gold, stand_ins):
+    stand_ins["GetUsagePlans"] = refusal("GetUsagePlans")
+
+    response = admin_client.get("/admin/keys/plan/", follow=True)
+
+    assert response.status_code == HTTPStatus.OK
+    assert "Could not refresh the plans" in response.content.decode()

@@ -2,9 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from keys.backends.aws import GatewaySetup
+from keys.backends.aws_setup import SEED_PLANS, GatewaySetup
 from keys.errors import BackendUnavailable
-from keys.seed import SEED_PLANS
 
 
 class Command(BaseCommand):

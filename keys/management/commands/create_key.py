@@ -17,9 +17,10 @@ class Command(BaseCommand):
         if owner is None:
             raise CommandError(f"No user with the email {user!r}.")
         try:
-            plans = {p.name: p for p in services.plan_list()}
+            services.plan_sync(max_age=0)
         except BackendUnavailable as exc:
             raise CommandError(f"Could not read the plans: {exc}") from exc
+        plans = {p.name: p for p in services.plan_list()}
         if plan not in plans:
             raise CommandError(f"No plan named {plan!r}. Plans: {', '.join(plans) or 'none'}.")
         try:
