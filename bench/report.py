@@ -1,375 +1,157 @@
-"""The bench's figures: derived numbers, the issue's targets, and the printed table."""
+"""The bench's report: the table that it prints, and bench/results.png (matplotlib), from run.py's results.
+
+Targets are the README's; where SQLite's and PostgreSQL's differ they read `SQLite|PostgreSQL`.
+"""
 
 import math
-import os
-import platform
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
-import httpx
-import loadgen
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# The issue's targets.
-TARGET_ADDED_P50_MS = 2.0  # at 1 connection
-TARGET_ADDED_P99_MS = 10.0  # at 1 connection
-TARGET_RPS_POSTGRES = 1000  # admitted requests per second at 32 connections
-TARGET_FIRST_BYTE_MS = 5.0  # time to first byte, Tollgate minus direct
-TARGET_RSS_MB = 300  # one worker holding 1,000 open streams
-BUSY_WARNING = 0.15  # share of all cores already in use when the bench starts
+COLUMNS = {"direct": "stand-in", "sqlite": "SQLite", "postgres": "PostgreSQL", "litellm": "LiteLLM"}
+COLOURS = {"stand-in": "#9e9e9e", "SQLite": "#4c72b0", "PostgreSQL": "#dd8452", "LiteLLM": "#8172b2"}
 
 
-def metadata(args) -> dict:
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {
-        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "commit": (git("rev-parse", "--short", "HEAD") or "unknown")
-        + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else ""),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_tool": f"{loadgen.wrk_version()} (1 thread, keep-alive connections, bench/post.lua)",
-        "stream_tool": f"httpx {httpx.__version__} (async client)",
-        "server": "uvicorn portal.asgi:application (httptools, uvloop), DEBUG off",
-        "connections": args.connections,
-        "args": vars(args),
-    }
+def measured(results: dict) -> dict[str, dict]:
+    return {name: results[name] for name in COLUMNS if "skipped" not in results.get(name, {"skipped": ""})}
 
 
-# --- derived figures -------------------------------------------------------------------------------
+def ratio(numerator: float, denominator: float) -> str:
+    """n/a where a figure is below zero or nothing: an added latency lost in the noise."""
+    return f"{numerator / denominator:.1f}x" if numerator >= 0 and denominator > 0 else "n/a"
 
 
-def finish(results: dict) -> None:
-    """Load results become plain dicts; the targets are checked; Tollgate is compared with its peers."""
-    peers = {name: f for name, f in results.get("peers", {}).items() if "skipped" not in f}
-    for figures in [results["direct"], *results["backends"].values(), *peers.values()]:
-        for run in ("c1", "c32"):
-            if isinstance(figures.get(run), loadgen.LoadResult):
-                result = figures[run]
-                figures[run] = asdict(result) | {
-                    "rate": round(result.rate, 1),
-                    "ok_rate": round(result.ok_rate, 1),
-                    "errors": result.errors,
-                }
-    direct = results["direct"]
-    for figures in measured(results):
-        figures["added_ms"] = added_latency(figures, direct)
-        figures["first_byte_overhead_ms"] = first_byte_overhead(figures, direct)
-        figures["flood"]["share"] = figures["flood"]["valid_ok_rate"] / max(figures["c32"]["ok_rate"], 1)
-    for peer in peers.values():
-        peer["added_ms"] = added_latency(peer, direct)
-        peer["tollgate_ratios"] = {b: ratios(f, peer) for b, f in results["backends"].items() if "skipped" not in f}
-    results["targets"] = targets(results)
+def table(results: dict) -> list[str]:
+    meta, runs = results["meta"], measured(results)
+    direct, litellm = results["direct"], runs.get("litellm")
+    proxies, tollgate = ("sqlite", "postgres", "litellm"), ("sqlite", "postgres")
+    rows = [["", "target", *(COLUMNS[name] for name in runs)]]
 
+    def row(label: str, target: str, cell, among=tuple(COLUMNS)) -> None:
+        values = []
+        for name, figures in runs.items():
+            try:
+                values.append(str(cell(figures)) if name in among else "")
+            except (KeyError, TypeError, ZeroDivisionError):  # not measured there
+                values.append("")
+        rows.append([label, target, *values])
 
-def measured(results: dict) -> list[dict]:
-    return [figures for figures in results["backends"].values() if "skipped" not in figures]
+    def latency(run: str):
+        return lambda f: f"{f[run]['p50']:.2f} / {f[run]['p99']:.2f}"
 
+    def added_ms(f: dict, run: str, p: str) -> float:
+        return f[run][p] - direct[run][p]
 
-def added_latency(figures: dict, direct: dict) -> dict:
-    """Tollgate minus direct, per connection count and percentile."""
-    return {
-        run: {p: round(figures[run][f"{p}_ms"] - direct[run][f"{p}_ms"], 2) for p in ("p50", "p99")}
-        for run in ("c1", "c32")
-    }
+    def added(run: str):
+        return lambda f: f"{added_ms(f, run, 'p50'):.2f} / {added_ms(f, run, 'p99'):.2f}"
 
+    def first_byte_added(f: dict) -> str:
+        return f"{f['stream']['first_byte']['p50'] - direct['stream']['first_byte']['p50']:.1f}"
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    """None where a figure is below zero or the denominator zero (an added latency lost in the noise)."""
-    return round(numerator / denominator, 2) if denominator > 0 and numerator >= 0 else None
+    def exact(f: dict) -> str:
+        return "{admitted} / {stored} / {sent}".format(**f["exact"]) + ("" if f["exact"]["exact"] else " NOT EXACT")
 
+    def litellm_added_over(f: dict) -> str:
+        return " / ".join(ratio(added_ms(litellm, "c1", p), added_ms(f, "c1", p)) for p in ("p50", "p99"))
 
-def ratios(tollgate: dict, peer: dict) -> dict:
-    """Tollgate's req/s over the peer's at 32 connections; the peer's added latency over Tollgate's at 1."""
-    ours, theirs = tollgate["added_ms"]["c1"], peer["added_ms"]["c1"]
-    return {
-        "req_per_s": ratio(tollgate["c32"]["ok_rate"], peer["c32"]["ok_rate"]),
-        "added_p50": ratio(theirs["p50"], ours["p50"]),
-        "added_p99": ratio(theirs["p99"], ours["p99"]),
-    }
-
-
-def first_byte_overhead(figures: dict, direct: dict) -> dict:
-    ours, theirs = figures["stream"]["first_byte_ms"], direct["stream"]["first_byte_ms"]
-    return {p: round(ours[p] - theirs[p], 2) for p in ("p50", "p99")}
-
-
-def targets(results: dict) -> list[dict]:
-    rows = []
-
-    def check(name: str, measured: float, goal: float, *, at_most: bool = True, unit: str = "") -> None:
-        met = not (isinstance(measured, float) and math.isnan(measured))
-        met = met and (measured <= goal if at_most else measured >= goal)
-        rows.append({"target": name, "measured": measured, "goal": goal, "at_most": at_most, "unit": unit, "met": met})
-
-    for backend, f in results["backends"].items():
-        if "skipped" in f:
-            continue
-        check(f"{backend}: added latency p50, 1 connection", f["added_ms"]["c1"]["p50"], TARGET_ADDED_P50_MS, unit="ms")
-        check(f"{backend}: added latency p99, 1 connection", f["added_ms"]["c1"]["p99"], TARGET_ADDED_P99_MS, unit="ms")
-        if backend == "postgres":
-            check("postgres: admitted req/s, 32 connections", f["c32"]["ok_rate"], TARGET_RPS_POSTGRES, at_most=False)
-        check(f"{backend}: errors at 32 connections", f["c32"]["errors"], 0)
-        check(
-            f"{backend}: first-byte overhead p50", f["first_byte_overhead_ms"]["p50"], TARGET_FIRST_BYTE_MS, unit="ms"
-        )
-        check(f"{backend}: chunks held back", f["stream"]["held_back"], 0)
-        check(f"{backend}: exactly Q admitted (1 = yes)", int(f["exact"]["exact"]), 1, at_most=False)
-        check(f"{backend}: admitted/s during a bad-key flood, share", f["flood"]["share"], 0.8, at_most=False)
-    for backend, opened in results["open_streams"].items():
-        if "skipped" not in opened:
-            check(f"{backend}: {opened['streams']} open streams, errors", opened["errors"], 0)
-            check(f"{backend}: open streams, worker peak RSS", opened["rss_peak_mb"], TARGET_RSS_MB, unit="MB")
-    return rows
-
-
-# --- the printed report --------------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list], *, indent: str = "   ") -> list[str]:
-    """Right-aligned columns (the first left-aligned); floats with two decimals."""
-    cells = [header] + [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return [
-        indent
-        + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        for row in cells
-    ]
-
-
-PEER_NAMES = {"litellm": "LiteLLM Proxy"}
-
-
-def print_peer(name: str, f: dict, conns: int, say: Callable[[str], None]) -> None:
-    """The peer's CPU, and Tollgate's figures as ratios to the peer's, per database."""
-
-    def each(key: str) -> str:
-        found = [(b, r[key]) for b, r in f["tollgate_ratios"].items()]
-        return ", ".join(f"{r:.1f}x ({b})" if r is not None else f"n/a ({b})" for b, r in found) or "-"
-
-    say(f"\n   Peer: {name} {f['version']}, 2 workers, master key, no database: `{f['command']}`")
-    cpu = f["cpu"]
-    say(
-        f"   its workers used {cpu['litellm']} cores, {f['cpu_ms_per_request']} CPU ms/request "
-        f"(stand-in {cpu['stand-in']}, wrk {cpu['wrk']}, machine {cpu['machine']})"
+    conns, quota = meta["connections"], meta["quota"]
+    row("1 connection: latency p50 / p99, ms", "", latency("c1"))
+    row("  added by the proxy", "≤ 1.5|2.5 / 10", added("c1"), among=proxies)
+    row(f"{conns} connections: admitted (200) a second", "≥ 1,600|1,000", lambda f: f"{f['c32']['ok_per_s']:,.0f}")
+    row("  errors (any other answer)", "0", lambda f: f["c32"]["errors"])
+    row("  latency p50 / p99, ms", "", latency("c32"))
+    row("  added by the proxy", "", added("c32"), among=proxies)
+    row("  CPU ms per request (direct: the stand-in's)", "", lambda f: f"{f['cpu_ms']:.2f}")
+    row("stream: first byte p50 / p99, ms", "", lambda f: "{p50:.1f} / {p99:.1f}".format(**f["stream"]["first_byte"]))
+    row("  first byte added, p50", "≤ 5", first_byte_added, among=proxies)
+    row(
+        "  chunk transit p50 / p99 / max, ms",
+        "",
+        lambda f: "{p50:.1f} / {p99:.1f} / {max:.1f}".format(**f["stream"]["transit"]),
     )
-    say(f"   Tollgate/{name} 200/s at {conns} connections: {each('req_per_s')}")
-    say(f"   {name} added p50 / Tollgate added p50, 1 connection: {each('added_p50')}")
-    say(f"   {name} added p99 / Tollgate added p99, 1 connection: {each('added_p99')}")
+    row("  chunks held back", "0", lambda f: f"{f['stream']['held_back']} of {f['stream']['chunks']}")
+    row("  failed streams", "0", lambda f: f["stream"]["errors"])
+    row("slow streams at once, one worker: failed", "0", lambda f: f"{f['open']['errors']} of {f['open']['streams']}")
+    row("  open at once; all done after, s", "", lambda f: f"{f['open']['open_at_once']}; {f['open']['seconds']:.1f}")
+    row(
+        "  worker memory before / peak, MB",
+        "< 300",
+        lambda f: "{rss_before_mb:.0f} / {rss_peak_mb:.0f}".format(**f["open"]),
+    )
+    row(f"exactness, quota {quota}: admitted / usage / sent", f"{quota} / {quota}", exact)
+    row(
+        "bad-key flood: admitted/s kept",
+        "≥ 80%",
+        lambda f: f"{f['flood']['valid_ok_per_s'] / f['c32']['ok_per_s']:.0%}",
+    )
+    row("  bad keys answered", "", lambda f: f["flood"]["bad_sent"])
+    if litellm:
+        row("LiteLLM's added p50 / p99 over Tollgate's", "", litellm_added_over, among=tollgate)
+        row("Tollgate's admitted/s over LiteLLM's", "",
+            lambda f: ratio(f["c32"]["ok_per_s"], litellm["c32"]["ok_per_s"]), among=tollgate)  # fmt: skip
+
+    widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"Tollgate benchmark, {meta['when']}, commit {meta['commit']}; {meta['machine']}",
+        f"load average {meta['load_before']} before, {meta['load_after']} after; took {meta['minutes']:.0f} min",
+        "POST /v1/chat/completions; 'added' = the same run through the proxy minus straight to the stand-in",
+        "",
+    ]
+    for label, *figures in rows:  # the labels to the left, the figures to the right
+        cells = [label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(figures, widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    for name in COLUMNS:
+        figures = results.get(name, {})
+        if "skipped" in figures:
+            lines.append(f"{name}: skipped ({figures['skipped']})")
+        for kind in ("stream", "open"):
+            if figures.get(kind, {}).get("errors"):
+                lines.append(f"{name}: failed streams, e.g. {figures[kind]['error_examples']}")
+    return lines
 
 
-def print_report(results: dict, say: Callable[[str], None]) -> None:
+def draw(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     meta, direct = results["meta"], results["direct"]
-    rows_of = [("direct to stand-in", direct)] + [
-        (f"Tollgate, {b}", f) for b, f in results["backends"].items() if "skipped" not in f
-    ]
-    say("\n" + "=" * 100)
-    say(f"Tollgate benchmark, {meta['when']}, commit {meta['commit']}, {meta['cpus']} CPUs, Python {meta['python']}")
-    say(f"load: {meta['load_tool']}")
-    say(f"streams: {meta['stream_tool']}; servers: {meta['server']}")
-    say(f"machine busy before the run: {meta['busy_before']:.0%} of all cores; the bench took {meta['seconds']:.0f} s")
-    say("=" * 100)
-    for backend, figures in results["backends"].items():
-        if "skipped" in figures:
-            say(f"Tollgate on {backend}: skipped ({figures['skipped']})")
+    proxies = {COLUMNS[name]: f for name, f in measured(results).items() if name != "direct"}
+    fig, (latency, throughput, memory) = plt.subplots(1, 3, figsize=(16, 5.5))
+    fig.suptitle(f"Tollgate benchmark, {meta['when']}, commit {meta['commit']}; {meta['machine']}", fontsize=11)
 
-    peers = {name: f for name, f in results.get("peers", {}).items() if "skipped" not in f}
-    for name, figures in results.get("peers", {}).items():
-        if "skipped" in figures:
-            say(f"peer {name}: skipped ({figures['skipped']})")
+    groups = ["p50", "p99", "stream's first byte, p50"]
+    width = 0.8 / max(len(proxies), 1)
+    for i, (name, f) in enumerate(proxies.items()):
+        values = [f["c1"]["p50"] - direct["c1"]["p50"], f["c1"]["p99"] - direct["c1"]["p99"], math.nan]
+        if "stream" in f:
+            values[2] = f["stream"]["first_byte"]["p50"] - direct["stream"]["first_byte"]["p50"]
+        xs = [g + (i - (len(proxies) - 1) / 2) * width for g in range(len(groups))]
+        bars = latency.bar(xs, values, width, label=name, color=COLOURS[name])
+        latency.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.1f}" for v in values], fontsize=8)
+    latency.set_xticks(range(len(groups)), groups)
+    latency.set_yscale("symlog", linthresh=10)  # a peer's added latency may be a hundred times Tollgate's
+    latency.yaxis.set_major_formatter("{x:,.0f}")
+    highest = max((bar.get_height() for bar in latency.patches if not math.isnan(bar.get_height())), default=10)
+    latency.set_ylim(-2, max(highest, 10) * 2)  # below zero: lost in the noise
+    latency.set(title="Latency added in front of the model, 1 connection", ylabel="ms (log above 10)")
+    latency.legend(fontsize=8)
 
-    conns = meta["connections"]
-    say("\n1+2. POST /v1/chat/completions, non-streaming; latency in ms; 'added' = Tollgate (or the peer) minus direct")
-    rows = []
-    for name, f in rows_of + [(PEER_NAMES.get(p, p), f) for p, f in peers.items()]:
-        for run, n in (("c1", 1), ("c32", conns)):
-            added = f.get("added_ms", {}).get(run, {})
-            rows.append(
-                [
-                    name,
-                    n,
-                    f[run]["p50_ms"],
-                    f[run]["p99_ms"],
-                    added.get("p50", "-"),
-                    added.get("p99", "-"),
-                    round(f[run]["rate"]),
-                    round(f[run]["ok_rate"]),
-                    f[run]["errors"],
-                ]
-            )
-    for line in table(["", "conns", "p50", "p99", "added p50", "added p99", "req/s", "200/s", "errors"], rows):
-        say(line)
+    names = ["stand-in", *proxies]
+    rates = [direct["c32"]["ok_per_s"], *(f["c32"]["ok_per_s"] for f in proxies.values())]
+    bars = throughput.bar(names, rates, color=[COLOURS[name] for name in names])
+    throughput.bar_label(bars, labels=[f"{rate:,.0f}/s" for rate in rates], fontsize=8)
+    throughput.set_yscale("log")
+    throughput.yaxis.set_major_formatter("{x:,.0f}")
+    throughput.yaxis.set_minor_formatter("")
+    throughput.set(title=f"Admitted requests a second, {meta['connections']} connections", ylabel="200s/s (log)")
 
-    for peer, f in peers.items():
-        print_peer(PEER_NAMES.get(peer, peer), f, conns, say)
-
-    say(f"\n   CPU during the {conns}-connection runs, in cores ({meta['cpus']} = the whole machine busy):")
-    groups = ["tollgate", "stand-in", "wrk", "postgres", "other", "machine"]
-    rows = [[name] + [f["cpu"].get(g, "-") for g in groups] + [f["cpu_ms_per_request"]] for name, f in rows_of]
-    for line in table(["", *groups, "CPU ms/request*"], rows):
-        say(line)
-    say("   * of Tollgate's two workers (of the stand-in, for the direct run)")
-
-    say("\n3. Streaming, one stream at a time; ms. transit = stand-in sent a chunk -> the client had it")
-    rows = []
-    for name, f in rows_of:
-        s, over = f["stream"], f.get("first_byte_overhead_ms", {})
-        rows.append(
-            [
-                name,
-                s["first_byte_ms"]["p50"],
-                s["first_byte_ms"]["p99"],
-                over.get("p50", "-"),
-                over.get("p99", "-"),
-                s["transit_ms"]["p50"],
-                s["transit_ms"]["p99"],
-                s["transit_ms"]["max"],
-                s["gap_ms"]["p50"],
-                s["gap_ms"]["p1"],
-                f"{s['held_back']}/{s['chunks']}",
-                s["errors"],
-            ]
-        )
-    header = [
-        "",
-        "1st byte p50",
-        "p99",
-        "overhead p50",
-        "p99",
-        "transit p50",
-        "p99",
-        "max",
-        "gap p50",
-        "gap p1",
-        "held back",
-        "errors",
-    ]
-    for line in table(header, rows):
-        say(line)
-    gap = direct["stream"]["gap_ms"]["upstream"]
-    say(
-        f"   The stand-in pauses {gap:g} ms between chunks; a chunk is held back if it arrives more than {gap / 2:g} ms"
-        " after it was sent."
-    )
-    for name, f in rows_of:
-        if f["stream"]["errors"]:
-            say(f"   {name}: failed streams, e.g. {f['stream']['error_examples']}")
-
-    say("\n4. Concurrent slow streams through one worker (uvicorn --workers 1)")
-    rows = []
-    for backend, o in results["open_streams"].items():
-        if "skipped" in o:
-            say(f"   {backend}: skipped ({o['skipped']})")
-            continue
-        rows.append(
-            [
-                backend,
-                o["streams"],
-                o["errors"],
-                o["peak_open"],
-                o["rss_before_mb"],
-                o["rss_peak_mb"],
-                f"{o['threads_before']}->{o['threads_peak']}",
-                o["fds_peak"],
-                round(o["last_opened_s"], 2),
-                round(o["last_finished_s"], 2),
-                o["ideal_s"],
-                o["transit_ms"]["p99"],
-                o["transit_ms"]["max"],
-            ]
-        )
-    header = [
-        "",
-        "streams",
-        "errors",
-        "open at once",
-        "RSS MB before",
-        "peak",
-        "threads",
-        "fds peak",
-        "all open s",
-        "last done s",
-        "stream s",
-        "transit p99 ms",
-        "max",
-    ]
-    if rows:
-        for line in table(header, rows):
-            say(line)
-    for backend, o in results["open_streams"].items():
-        if o.get("errors"):
-            say(f"   {backend}: errors, e.g. {o['error_examples']}")
-
-    say(f"\n5. Exactness under load: a key with quota Q, {conns} connections")
-    rows = [
-        [
-            b,
-            f["exact"]["quota"],
-            f["exact"]["sent"],
-            f["exact"]["admitted"],
-            f["exact"]["limited"],
-            f["exact"]["other"],
-            f["exact"]["stored"],
-            "EXACT" if f["exact"]["exact"] else "NOT EXACT",
-        ]
-        for b, f in results["backends"].items()
-        if "skipped" not in f
-    ]
-    for line in table(["", "Q", "sent", "200", "429", "other", "usage row", ""], rows):
-        say(line)
-
-    say(f"\n6. A flood of bad keys beside the {conns}-connection load of a valid key")
-    rows = [
-        [
-            b,
-            f["flood"]["bad_sent"],
-            f["flood"]["bad_refused"],
-            f["flood"]["failures_counted"],
-            f["flood"]["rows_added"],
-            round(f["c32"]["ok_rate"]),
-            round(f["flood"]["valid_ok_rate"]),
-            f"{f['flood']['share']:.0%}",
-        ]
-        for b, f in results["backends"].items()
-        if "skipped" not in f
-    ]
-    header = ["", "bad sent", "401", "audited", "audit rows", "valid/s alone", "valid/s in flood", "share"]
-    for line in table(header, rows):
-        say(line)
-    say("   Each bad key is different (unknown, wrong checksum, malformed); audit rows are one per address and minute.")
-
-    say("\nTargets")
-    rows = [
-        [
-            "met" if t["met"] else "MISSED",
-            t["target"],
-            t["measured"],
-            f"{'<=' if t['at_most'] else '>='} {t['goal']:g} {t['unit']}",
-        ]
-        for t in results["targets"]
-    ]
-    for line in table(["", "", "measured", "target"], rows):
-        say(line)
-
-    for backend, figures in results["backends"].items():
-        profile = figures.get("profile")
-        if profile:
-            say(
-                f"\nProfile of a {backend} worker, GIL-holding samples only ({profile['samples']} samples, "
-                f"{profile['rps_while_profiled']} req/s while profiled)"
-            )
-            say(f"   flame graph (wall clock, other worker): {profile['flamegraph']}; stacks: {profile['stacks']}")
-            say("   by layer (a standard-library frame counts for its nearest caller in a package):")
-            for layer, pct in profile["layers"]:
-                say(f"   {pct:6.1f}%  {layer}")
-            say("   inclusive share (time in the function and what it calls):")
-            for frame, pct in profile["inclusive"]:
-                say(f"   {pct:6.1f}%  {frame}")
-            say("   self share (time in the function's own code):")
-            for frame, pct in profile["self"][:15]:
-                say(f"   {pct:6.1f}%  {frame}")
+    opened = {name: f["open"] for name, f in proxies.items() if "open" in f}
+    bars = memory.bar(list(opened), [o["rss_peak_mb"] for o in opened.values()], color=[COLOURS[n] for n in opened])
+    memory.bar_label(bars, labels=[f"{o['rss_peak_mb']:.0f} MB, {o['errors']} failed" for o in opened.values()])
+    memory.axhline(300, color="#c44e52", linestyle="--", label="target: 300 MB")
+    streams = max((o["streams"] for o in opened.values()), default=0)
+    memory.set(title=f"{streams:,} slow streams at once, one worker", ylabel="peak memory, MB", ylim=(0, 330))
+    memory.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,436 +1,376 @@
-"""`make bench`: what Tollgate costs in front of a model, measured on this machine.
+"""`make bench`: what Tollgate adds in front of a model, measured on this machine.
 
-Starts a fast stand-in OpenAI-compatible upstream (bench/upstream.py) and Tollgate in production
-settings under `uvicorn --workers 2`, all on 127.0.0.1, and measures:
+The tests' stand-in model (tests/servers.py StandinUpstream, in a process of its own) and Tollgate
+as `make serve` runs it (tests/servers.py `served`: DEBUG off, two workers), all on 127.0.0.1. On
+SQLite, then on PostgreSQL + Redis, each on a fresh database:
 
-  1. added latency   POST /v1/chat/completions (non-streaming, tiny answer) through Tollgate minus
-                     the same request straight to the stand-in: median and p99 at 1 and 32 connections
-  2. throughput      admitted (200) requests per second at 32 connections on a key that never runs
-                     out, on SQLite and on PostgreSQL + Redis; any other answer counts as an error
-  3. streaming       time to first byte through Tollgate minus direct, and each chunk's transit time
-                     and arrival gaps against the stand-in's own (nothing may be held back)
-  4. open streams    1,000 concurrent slow streams through ONE worker: errors, the worker's peak
-                     RSS, when the last one ends
-  5. exactness       a key with quota Q under the throughput load: exactly Q answers are 200
+  latency       POST /v1/chat/completions through Tollgate at 1 and 32 connections, minus the same
+                run straight to the stand-in (wrk, bench/post.lua)
+  throughput    admitted (200) answers a second at 32 connections, anything else an error, and
+                Tollgate's CPU time per request (its processes' counters in /proc)
+  flood         the same load beside 8 connections of bad keys, every one different
+  exactness     a key with a quota of Q under that load: exactly Q are admitted, and its usage says Q
+  streams       30 streams one after another (httpx): first byte, and each chunk's transit time,
+                which the stand-in's clock in the chunk gives; a chunk over half the gap is held back
+  open streams  1,000 slow streams at once through ONE worker: errors, the worker's peak memory
 
-Load for 1, 2 and 5 comes from wrk (C; bench/post.lua); the streams (3, 4) from an async httpx
-client, whose own overhead cancels out because the same streams are also measured direct. During the
-32-connection runs the CPU time of every process is split out (bench/cpu.py), which gives Tollgate's
-CPU milliseconds per request and shows whether anything else was using the machine.
-
-Prints a table and writes bench/results.json and bench/results.png; server logs go to bench/out/.
-`--profile` also samples the workers with py-spy under the 32-connection load (bench/out/profile-*).
-`--peers` also measures LiteLLM Proxy (bench/peers.py) against the same stand-in for 1 and 2, and
-reports Tollgate's figures as ratios to it.
-`python bench/run.py --help` lists the knobs.
+`--peers` also puts LiteLLM Proxy (bench/peer.py) in front of the same stand-in for latency and
+throughput. Prints the table (bench/report.py), draws bench/results.png and writes everything to
+bench/out/results.json, beside the servers' logs.
 """
 
 import argparse
 import asyncio
+import functools
+import itertools
 import json
 import math
+import multiprocessing
+import os
+import platform
 import resource
+import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
+import uvicorn
+from httpx_sse import aconnect_sse
 
-import cpu  # noqa: E402
-import loadgen  # noqa: E402
-import peers  # noqa: E402
-import pyspy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import peer  # noqa: E402
 import report  # noqa: E402
-import servers  # noqa: E402
-import streams  # noqa: E402
 
-BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out"  # server logs and profiles; git-ignored
-RESULTS_JSON = BENCH / "results.json"
-RESULTS_PNG = BENCH / "results.png"
+from tests.servers import StandinUpstream, free_port, served, wait_for_port  # noqa: E402
 
-
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--backends", default="sqlite,postgres", help="databases to run 1, 2, 3 and 5 on")
-    p.add_argument(
-        "--pg-url",
-        default="postgres://postgres@127.0.0.1:5432/tollgate_bench",
-        help="PostgreSQL database to drop and recreate; its name must contain 'bench'",
-    )
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15", help="Redis for the PostgreSQL runs")
-    p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--latency-seconds", type=float, default=5, help="length of each 1-connection run")
-    p.add_argument("--seconds", type=float, default=10, help="length of each 32-connection run")
-    p.add_argument("--quota", type=int, default=500, help="Q for the exactness test")
-    p.add_argument("--stream-count", type=int, default=30, help="streams, one at a time, for first byte and chunks")
-    p.add_argument("--stream-chunks", type=int, default=10)
-    p.add_argument("--stream-gap", type=float, default=0.02, help="seconds between the stand-in's chunks")
-    p.add_argument("--open-streams", type=int, default=1000, help="concurrent slow streams through one worker")
-    p.add_argument("--open-chunks", type=int, default=10)
-    p.add_argument("--open-gap", type=float, default=1.0, help="seconds between chunks of the slow streams")
-    p.add_argument("--open-backends", default="sqlite,postgres", help="databases for the open-streams worker")
-    p.add_argument(
-        "--profile",
-        type=int,
-        nargs="?",
-        const=15,
-        default=0,
-        metavar="SECONDS",
-        help="also profile the workers with py-spy under the 32-connection load (default 15 s)",
-    )
-    p.add_argument(
-        "--settings",
-        default="portal.settings",
-        help="DJANGO_SETTINGS_MODULE for Tollgate, to measure a settings variant without editing portal/",
-    )
-    p.add_argument(
-        "--peers",
-        action="store_true",
-        help=f"also measure LiteLLM Proxy {peers.LITELLM_VERSION} (installed into bench/out/ on first use)",
-    )
-    p.add_argument("--no-chart", action="store_true", help="skip bench/results.png")
-    return p.parse_args()
+OUT = ROOT / "bench" / "out"  # git-ignored
+MODEL = "bench-model"
+STREAM_GAP, OPEN_STREAM_GAP = 0.02, 1.0  # seconds between the stand-in's chunks
+FLOOD_CONNECTIONS = 8
+# Variables of the caller's shell that would change what is measured; the bench sets its own.
+CLEARED = ("DJANGO_", "LLM_", "DATABASE_", "REDIS_", "KEYS_BACKEND", "GATEWAY_URL", "DEMO_MODEL_", "TOLLGATE_")
+CLEARED += ("WEB_CONCURRENCY", "SHUTDOWN_GRACE", "METRICS_TOKEN", "LOG_FORMAT", "PROMETHEUS_MULTIPROC_DIR")
+say = functools.partial(print, flush=True)
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
+    parser.add_argument("--seconds", type=float, default=10, help="each 32-connection run; 1 connection: half")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--quota", type=int, default=500, help="Q of the exactness run")
+    parser.add_argument("--open-streams", type=int, default=1000, help="0 skips them")
+    parser.add_argument("--peers", action="store_true", help=f"also LiteLLM Proxy {peer.VERSION} (installed once)")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/tollgate_bench", help="recreated")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    return parser.parse_args()
 
 
-def names(csv: str) -> list[str]:
-    return [name.strip() for name in csv.split(",") if name.strip()]
+# --- processes -----------------------------------------------------------------------------------
 
 
-# --- set-up ------------------------------------------------------------------------------------
+def serve_standin(port: int) -> None:
+    uvicorn.run(StandinUpstream(record=False), port=port, log_level="warning", access_log=False, lifespan="off")
 
 
-def raise_open_files_limit(wanted: int = 16384) -> None:
-    """Thousands of sockets at once; the servers started from here inherit the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
-def postgres_recreate(url: str) -> str | None:
-    """Drop and create the bench database; returns why not when PostgreSQL cannot be reached."""
-    import psycopg  # in requirements.txt
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if "bench" not in name or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to drop {url}: the bench only recreates a loopback database named *bench*")
+@contextmanager
+def standin():
+    """The stand-in in a process of its own (uvloop, httptools); yields its URL and pid."""
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=serve_standin, args=(port,), daemon=True)
+    process.start()
     try:
-        with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True, connect_timeout=3) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            db.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        return f"PostgreSQL not reachable ({str(exc).strip().splitlines()[0]})"
-    return None
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.join(10)
 
 
-def redis_unreachable(url: str) -> str | None:
-    import redis  # in requirements.txt
+def server_processes(pid: int) -> dict[int, list[str]]:
+    """A server's process and its children (uvicorn's workers): their /proc/PID/stat fields after the name."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            found[int(stat.parent.name)] = fields
+    return found
 
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        return f"Redis not reachable ({exc})"
-    return None
+
+def is_worker(pid: int) -> bool:
+    return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()  # not multiprocessing's resource tracker
 
 
-def prepare_database(backend: str, args, tmp: Path, upstream_url: str) -> tuple[dict, dict] | str:
-    """A fresh, migrated database with the bench's user and keys: (env, keys), or why it cannot be had."""
-    llm = f"{upstream_url}/v1"
+def cpu_seconds(pid: int) -> float:
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in server_processes(pid).values())  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (the peak so far) of a process."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = (line.partition(":") for line in lines if line.startswith("Vm"))
+    return {name: int(rest.split()[0]) / 1024 for name, _, rest in fields}
+
+
+def run_python(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=os.environ | env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def fresh_database(backend: str, args, tmp: Path) -> dict[str, str] | str:
+    """The database settings of a fresh, migrated database, or why there is none."""
     if backend == "sqlite":
-        env = servers.tollgate_env(
-            llm_base_url=llm, database_url=f"sqlite:///{tmp / f'bench-{time.time_ns()}.sqlite3'}"
-        )
+        env = {"DATABASE_URL": f"sqlite:///{tmp / f'bench-{time.time_ns()}.sqlite3'}"}
     elif backend == "postgres":
-        problem = postgres_recreate(args.pg_url) or redis_unreachable(args.redis_url)
-        if problem:
-            return problem
-        env = servers.tollgate_env(
-            llm_base_url=llm, database_url=args.pg_url, redis_url=args.redis_url, settings=args.settings
-        )
+        import psycopg
+        import redis
+
+        parts = urlsplit(args.pg_url)
+        name = parts.path.lstrip("/")
+        if "bench" not in name or parts.hostname not in ("127.0.0.1", "localhost"):
+            raise SystemExit(f"refusing to drop {args.pg_url}: only a loopback database named *bench*")
+        try:
+            with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as db:
+                db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                db.execute(f'CREATE DATABASE "{name}"')
+            redis.Redis.from_url(args.redis_url, socket_connect_timeout=2).ping()
+        except (psycopg.OperationalError, redis.RedisError) as exc:
+            return f"PostgreSQL or Redis not reachable: {str(exc).strip().splitlines()[0]}"
+        env = {"DATABASE_URL": args.pg_url, "REDIS_URL": args.redis_url}
     else:
         raise SystemExit(f"unknown backend {backend!r}: sqlite or postgres")
-    servers.manage(env, "migrate", "--noinput", "-v", "0")
-    keys = json.loads(servers.run_python(env, "bench/seed.py", "keys", str(args.quota)).strip().splitlines()[-1])
-    return env, keys
+    env |= {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    run_python(env, "manage.py", "migrate", "--noinput", "-v", "0")
+    return env
 
 
-def start_tollgate(name: str, env: dict, workers: int) -> servers.Server:
-    server = servers.Server(name, "portal.asgi:application", env=env, workers=workers, log=OUT / f"{name}.log")
-    return server.start("/healthz")
+# --- load ----------------------------------------------------------------------------------------
 
 
-def chat_url(base: str) -> str:
-    return f"{base}/v1/chat/completions"
-
-
-# --- the measurements -------------------------------------------------------------------------
-
-
-def load(url: str, key: str, connections: int, seconds: float) -> loadgen.LoadResult:
-    return loadgen.run_wrk(url, key=key, connections=connections, seconds=seconds)
-
-
-def load_with_cpu(url: str, key: str, args, groups: dict, database: str = "") -> tuple[loadgen.LoadResult, dict]:
-    """The 32-connection run, and where the machine's CPU went meanwhile (in cores)."""
-    before = cpu.snapshot()
-    result = load(url, key, args.connections, args.seconds)
-    return result, cpu.split(before, cpu.snapshot(), groups, database=database)
-
-
-def cpu_ms_per_request(cores: dict, group: str, result: loadgen.LoadResult) -> float:
-    return round(cores[group] * result.seconds * 1000 / max(result.requests, 1), 2)
-
-
-FLOOD_KEYS = 20_000
-FLOOD_CONNECTIONS = 8
-
-
-def audit_rows(env: dict) -> dict:
-    return json.loads(servers.run_python(env, "bench/seed.py", "failures").strip().splitlines()[-1])
-
-
-def measure_flood(url: str, key: str, args, env: dict, tmp: Path) -> dict:
-    """Valid requests' admitted/s while a flood of bad keys runs beside them, and what the flood
-    adds to the audit (rows are per client address and minute, not per request or key)."""
-    keys_file = tmp / "bad-keys.txt"
-    servers.run_python(env, "bench/seed.py", "bad-keys", str(FLOOD_KEYS), str(keys_file))
-    before = audit_rows(env)
-    with ThreadPoolExecutor(2) as pool:
-        flood = pool.submit(
-            loadgen.run_wrk, url, keys_file=keys_file, connections=FLOOD_CONNECTIONS, seconds=args.seconds
-        )
-        valid = pool.submit(loadgen.run_wrk, url, key=key, connections=args.connections, seconds=args.seconds)
-        flood_result, valid_result = flood.result(), valid.result()
-    time.sleep(2)  # each worker writes its tallies once a second
-    after = audit_rows(env)
+def wrk(url: str, key: str = "-", *, connections: int, seconds: float, keys_file: Path | None = None) -> dict:
+    """`connections` keep-alive connections, each sending its next request once its answer is in."""
+    script = ROOT / "bench" / "post.lua"
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script]
+    command += [url, "--", key, *([keys_file] if keys_file else [])]
+    done = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=seconds + 60)
+    line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    statuses = {int(status): n for status, n in data["statuses"].items()}
+    ok = statuses.get(200, 0)
     return {
-        "bad_sent": flood_result.requests,
-        "bad_refused": flood_result.count(401),
-        "valid_ok_rate": valid_result.ok_rate,
-        "valid_errors": valid_result.errors,
-        "rows_added": after["rows"] - before["rows"],
-        "failures_counted": after["failures"] - before["failures"],
+        "requests": data["requests"],
+        "statuses": statuses,
+        "ok_per_s": ok / (data["us"] / 1e6),
+        "errors": data["socket_errors"] + data["requests"] - ok,
+        "p50": data["p50_us"] / 1000,
+        "p99": data["p99_us"] / 1000,
     }
 
 
-def measure_streams(url: str, key: str, args) -> dict:
-    one_by_one = streams.sequential_streams(
-        url, key, count=args.stream_count, chunks=args.stream_chunks, gap=args.stream_gap
-    )
-    return streams.summary(asyncio.run(one_by_one), chunks=args.stream_chunks, gap=args.stream_gap)
+def latency_and_throughput(url: str, key: str, pid: int, args) -> dict:
+    wrk(url, key, connections=args.connections, seconds=2)  # warm-up
+    say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
+    figures = {"c1": wrk(url, key, connections=1, seconds=args.seconds / 2)}
+    before = cpu_seconds(pid)
+    figures["c32"] = wrk(url, key, connections=args.connections, seconds=args.seconds)
+    figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["c32"]["requests"], 1)
+    return figures
 
 
-def measure_direct(upstream: servers.Server, args) -> dict:
-    say(f"\n== direct to the stand-in upstream on {upstream.url}")
-    url = chat_url(upstream.url)
-    load(url, "-", args.connections, 1)  # warm-up
-    out = {"c1": load(url, "-", 1, args.latency_seconds)}
-    out["c32"], out["cpu"] = load_with_cpu(url, "-", args, {"stand-in": {upstream.pid}})
-    out["cpu_ms_per_request"] = cpu_ms_per_request(out["cpu"], "stand-in", out["c32"])
-    out["stream"] = measure_streams(url, "", args)
-    return out
+def flood(url: str, key: str, env: dict, args, tmp: Path) -> dict:
+    """The valid key's load beside a flood of bad keys, each different: unknown, broken, malformed."""
+    keys_file = tmp / "bad-keys.txt"
+    run_python(env, "bench/seed.py", "bad-keys", "20000", str(keys_file))
+    say(f"   bad-key flood on {FLOOD_CONNECTIONS} more connections, {args.seconds:g} s")
+    with ThreadPoolExecutor(1) as pool:
+        bad = pool.submit(wrk, url, keys_file=keys_file, connections=FLOOD_CONNECTIONS, seconds=args.seconds)
+        valid = wrk(url, key, connections=args.connections, seconds=args.seconds)
+    return {"valid_ok_per_s": valid["ok_per_s"], "bad_sent": bad.result()["requests"]}
 
 
-def measure_backend(backend: str, args, tmp: Path, upstream: servers.Server) -> dict:
-    say(f"\n== Tollgate on {backend}: preparing a fresh database")
-    prepared = prepare_database(backend, args, tmp, upstream.url)
-    if isinstance(prepared, str):
-        say(f"   skipped: {prepared}")
-        return {"skipped": prepared}
-    env, keys = prepared
-    out: dict = {}
-    with start_tollgate(f"tollgate-{backend}", env, workers=2) as tollgate:
-        url, key = chat_url(tollgate.url), keys["unlimited"]
-        say(f"   uvicorn --workers 2 on {tollgate.url}, workers {tollgate.worker_pids()}, log {tollgate.log}")
-        warm = load(url, key, args.connections, 2)
-        if warm.errors:
-            say(f"   warning: {warm.errors} errors while warming up: {warm.statuses}")
-
-        say(f"   1 connection, {args.latency_seconds:g} s")
-        out["c1"] = load(url, key, 1, args.latency_seconds)
-
-        say(f"   {args.connections} connections, {args.seconds:g} s")
-        groups = {"tollgate": set(tollgate.worker_pids()), "stand-in": {upstream.pid}}
-        database = urlsplit(env["DATABASE_URL"]).path.lstrip("/") if backend == "postgres" else ""
-        out["c32"], out["cpu"] = load_with_cpu(url, key, args, groups, database)
-        out["cpu_ms_per_request"] = cpu_ms_per_request(out["cpu"], "tollgate", out["c32"])
-
-        say(
-            f"   bad-key flood: {FLOOD_KEYS:,} different bad keys on {FLOOD_CONNECTIONS} connections, beside the "
-            f"{args.connections}-connection load, {args.seconds:g} s"
-        )
-        out["flood"] = measure_flood(url, key, args, env, tmp)
-
-        # Long enough that the quota runs out early: about three times Q requests at the rate just seen.
-        seconds = max(3, math.ceil(3 * args.quota / max(out["c32"].rate, 1)))
-        say(f"   exactness: quota {args.quota}, {args.connections} connections, {seconds} s")
-        exact = load(url, keys["exact"], args.connections, seconds)
-        stored = json.loads(servers.run_python(env, "bench/seed.py", "usage").strip().splitlines()[-1])["exact"]
-        out["exact"] = {
-            "quota": args.quota,
-            "sent": exact.requests,
-            "admitted": exact.count(200),
-            "limited": exact.count(429),
-            "other": exact.requests - exact.count(200) - exact.count(429) + exact.socket_errors,
-            "stored": stored,
-            "exact": exact.count(200) == args.quota == stored and exact.requests > args.quota,
-        }
-
-        gap_ms = args.stream_gap * 1000
-        say(f"   streaming: {args.stream_count} streams of {args.stream_chunks} chunks, {gap_ms:g} ms apart")
-        out["stream"] = measure_streams(url, key, args)
-
-        if args.profile:
-            out["profile"] = profile_under_load(backend, tollgate, url, key, args)
-    return out
+def exactness(url: str, key: str, env: dict, args, rate: float) -> dict:
+    seconds = max(3, math.ceil(3 * args.quota / max(rate, 1)))  # the quota runs out a third of the way in
+    say(f"   exactness: quota {args.quota}, {args.connections} connections, {seconds} s")
+    run = wrk(url, key, connections=args.connections, seconds=seconds)
+    admitted, stored = run["statuses"].get(200, 0), int(run_python(env, "bench/seed.py", "usage"))
+    exact = admitted == args.quota == stored and run["requests"] > args.quota
+    return {"quota": args.quota, "sent": run["requests"], "admitted": admitted, "stored": stored, "exact": exact}
 
 
-def measure_litellm(args, upstream: servers.Server) -> dict:
-    """LiteLLM Proxy, 2 workers, master key, no database: 1 and 2 as for Tollgate, on its master key."""
-    say(f"\n== peer: LiteLLM Proxy {peers.LITELLM_VERSION}")
-    problem = peers.install(OUT, say)
+# --- streams -------------------------------------------------------------------------------------
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, key: str, chunks: int, gap: float) -> dict:
+    prompt = f"standin: chunks={chunks} gap={gap}"  # tests/servers.py: each chunk is the time it was sent
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    stream = {"started": time.monotonic(), "sent": [], "arrived": [], "done": False, "error": ""}
+    try:
+        async with aconnect_sse(client, "POST", url, json=body, headers={"Authorization": f"Bearer {key}"}) as sse:
+            if sse.response.status_code != 200:
+                raise RuntimeError(f"HTTP {sse.response.status_code}")
+            async for event in sse.aiter_sse():
+                if event.data == "[DONE]":
+                    stream["done"] = True
+                elif content := (event.json().get("choices") or [{}])[0].get("delta", {}).get("content"):
+                    stream["sent"].append(float(content))
+                    stream["arrived"].append(time.monotonic())
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        stream["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    stream["finished"] = time.monotonic()
+    stream["ok"] = stream["done"] and not stream["error"] and len(stream["sent"]) == chunks
+    return stream
+
+
+async def streams_one_by_one(url: str, key: str, count: int = 30, chunks: int = 10) -> list[dict]:
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        await one_stream(client, url, key, 1, 0)  # connected
+        return [await one_stream(client, url, key, chunks, STREAM_GAP) for _ in range(count)]
+
+
+async def streams_at_once(url: str, key: str, count: int, chunks: int = 10) -> list[dict]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    timeout = httpx.Timeout(120, connect=30, pool=60)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+        return await asyncio.gather(*(one_stream(client, url, key, chunks, OPEN_STREAM_GAP) for _ in range(count)))
+
+
+def percentile(values: list[float], p: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(p / 100 * len(values)))] if values else math.nan
+
+
+def stream_figures(streams: list[dict], gap: float) -> dict:
+    """In ms. Open at once: the most streams that had their first chunk and had not ended, at one moment."""
+    good = [s for s in streams if s["ok"]]
+    first = [(s["arrived"][0] - s["started"]) * 1000 for s in good]
+    transit = [(arrived - sent) * 1000 for s in good for sent, arrived in zip(s["sent"], s["arrived"], strict=True)]
+    events = sorted([(s["arrived"][0], 1) for s in good] + [(s["finished"], -1) for s in good])
+    return {
+        "streams": len(streams),
+        "errors": len(streams) - len(good),
+        "error_examples": sorted({s["error"] or "incomplete" for s in streams if not s["ok"]})[:3],
+        "first_byte": {"p50": percentile(first, 50), "p99": percentile(first, 99)},
+        "transit": {"p50": percentile(transit, 50), "p99": percentile(transit, 99), "max": max(transit, default=0)},
+        "chunks": len(transit),
+        "held_back": sum(t > gap * 1000 / 2 for t in transit),
+        "open_at_once": max(itertools.accumulate(step for _, step in events), default=0),
+        "seconds": max(s["finished"] for s in streams) - min(s["started"] for s in streams),
+    }
+
+
+# --- the runs ------------------------------------------------------------------------------------
+
+
+def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
+    say(f"\n== Tollgate on {backend}, a fresh database")
+    env = fresh_database(backend, args, tmp)
+    if isinstance(env, str):
+        say(f"   skipped: {env}")
+        return {"skipped": env}
+    env |= {"LLM_BASE_URL": f"{standin_url}/v1", "LLM_MODEL": MODEL, "DJANGO_SECURE_SSL_REDIRECT": "0"}
+    env["SHUTDOWN_GRACE"] = "1"
+    keys = json.loads(run_python(env, "bench/seed.py", "keys", str(args.quota)))
+    with served(output=OUT / f"tollgate-{backend}.log", workers=2, env=env) as server:
+        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+        figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
+        figures["flood"] = flood(url, keys["unlimited"], env, args, tmp)
+        figures["exact"] = exactness(url, keys["exact"], env, args, rate=figures["c32"]["ok_per_s"])
+        say(f"   streams: 30, one at a time, of 10 chunks {STREAM_GAP * 1000:g} ms apart")
+        figures["stream"] = stream_figures(asyncio.run(streams_one_by_one(url, keys["unlimited"])), STREAM_GAP)
+    if args.open_streams:
+        figures["open"] = measure_open_streams(backend, env, keys["unlimited"], args)
+    return figures
+
+
+def measure_open_streams(backend: str, env: dict, key: str, args) -> dict:
+    say(f"   {args.open_streams} streams at once through one worker, 10 chunks {OPEN_STREAM_GAP:g} s apart")
+    with served(output=OUT / f"tollgate-{backend}-1-worker.log", workers=1, env=env) as server:
+        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+        [worker] = [pid for pid in server_processes(server.pid) if pid != server.pid and is_worker(pid)]
+        wrk(url, key, connections=args.connections, seconds=2)  # warm-up
+        before = memory_mb(worker)["VmRSS"]
+        figures = stream_figures(asyncio.run(streams_at_once(url, key, args.open_streams)), OPEN_STREAM_GAP)
+        return figures | {"rss_before_mb": before, "rss_peak_mb": memory_mb(worker)["VmHWM"]}
+
+
+def measure_litellm(args, standin_url: str) -> dict:
+    say(f"\n== LiteLLM Proxy {peer.VERSION}, 2 workers, master key, no database")
+    problem = peer.install(say)
     if problem:
         say(f"   skipped: {problem}")
         return {"skipped": problem}
     try:
-        server, key = peers.start_litellm(OUT, upstream.url)
+        with peer.litellm(standin_url) as (base, key, pid):
+            return latency_and_throughput(f"{base}/v1/chat/completions", key, pid, args)
     except (RuntimeError, TimeoutError) as exc:
         say(f"   skipped: {exc}")
         return {"skipped": str(exc).splitlines()[0]}
-    out: dict = {"version": peers.LITELLM_VERSION, "command": " ".join(["litellm", *server.command[1:]])}
-    with server:
-        url = chat_url(server.url)
-        say(f"   litellm --num_workers 2 on {server.url}, workers {server.worker_pids()}, log {server.log}")
-        warm = load(url, key, args.connections, 2)
-        if warm.errors:
-            say(f"   warning: {warm.errors} errors while warming up: {warm.statuses}")
-        say(f"   1 connection, {args.latency_seconds:g} s; {args.connections} connections, {args.seconds:g} s")
-        out["c1"] = load(url, key, 1, args.latency_seconds)
-        groups = {"litellm": set(server.worker_pids()), "stand-in": {upstream.pid}}
-        out["c32"], out["cpu"] = load_with_cpu(url, key, args, groups)
-        out["cpu_ms_per_request"] = cpu_ms_per_request(out["cpu"], "litellm", out["c32"])
-    return out
 
 
-def profile_under_load(backend: str, tollgate: servers.Server, url: str, key: str, args) -> dict:
-    """py-spy on both workers under wrk: a wall-clock flame graph of one, GIL-only stacks of the other."""
-    OUT.mkdir(exist_ok=True)
-    svg, raw = OUT / f"profile-{backend}.svg", OUT / f"profile-{backend}-gil.txt"
-    first, second = tollgate.worker_pids()[:2]
-    say(f"   profiling workers {first}, {second} with py-spy, {args.profile} s, {args.connections} connections")
-    recorders = [
-        pyspy.start_recording(first, svg, seconds=args.profile, fmt="flamegraph", gil=False),
-        pyspy.start_recording(second, raw, seconds=args.profile, fmt="raw", gil=True),
-    ]
-    time.sleep(1)  # py-spy attaches
-    under = load(url, key, args.connections, args.profile + 1)
-    for recorder in recorders:
-        _, err = recorder.communicate(timeout=60)
-        if recorder.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {err}")
-    summary = pyspy.summarize(raw)
-    summary.update(flamegraph=str(svg.relative_to(BENCH.parent)), stacks=str(raw.relative_to(BENCH.parent)))
-    summary["rps_while_profiled"] = round(under.ok_rate)
-    return summary
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])  # over 1, 5 and 15 minutes
 
 
-def measure_open_streams(backend: str, args, tmp: Path, upstream: servers.Server) -> dict:
-    say(f"\n== {args.open_streams} concurrent slow streams through one worker, {backend}")
-    prepared = prepare_database(backend, args, tmp, upstream.url)
-    if isinstance(prepared, str):
-        say(f"   skipped: {prepared}")
-        return {"skipped": prepared}
-    env, keys = prepared
-    with start_tollgate(f"tollgate-{backend}-1-worker", env, workers=1) as tollgate:
-        worker = tollgate.worker_pids()[0]
-        url, key = chat_url(tollgate.url), keys["unlimited"]
-        load(url, key, args.connections, 2)  # warm-up
-        before = servers.status(worker)
-        samples: list[tuple[float, dict]] = []
-        stop = threading.Event()
-        t0 = time.monotonic()
+def metadata(args) -> dict:
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-        def sample() -> None:
-            while not stop.is_set():
-                samples.append((time.monotonic() - t0, servers.status(worker)))
-                stop.wait(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            opened = streams.concurrent_streams(
-                url, key, count=args.open_streams, chunks=args.open_chunks, gap=args.open_gap
-            )
-            results = asyncio.run(opened)
-        finally:
-            stop.set()
-            sampler.join()
-        after = servers.status(worker)
-    out = streams.summary(results, chunks=args.open_chunks, gap=args.open_gap)
-    out.update(
-        backend=backend,
-        rss_before_mb=round(before["rss"] / 1024, 1),
-        rss_peak_mb=round(max(after["peak_rss"], *(s["rss"] for _, s in samples)) / 1024, 1),
-        threads_before=before["threads"],
-        threads_peak=max(s["threads"] for _, s in samples),
-        fds_peak=max(s["fds"] for _, s in samples),
-        rss_samples=[(round(t, 2), round(s["rss"] / 1024, 1)) for t, s in samples],
-        ideal_s=(args.open_chunks - 1) * args.open_gap,
-    )
-    return out
-
-
-# --- the run -------------------------------------------------------------------------------------
+    changed = "+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else ""
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0]
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": git("rev-parse", "--short", "HEAD") + changed,
+        "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {wrk_version}",
+        "load_before": load_average(),
+        "connections": args.connections,
+        "quota": args.quota,
+    }
 
 
 def main() -> None:
-    args = parse_args()
-    raise_open_files_limit()
+    args = arguments()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: `make wrk` installs Debian's")
+    for name in [name for name in os.environ if name.startswith(CLEARED)]:
+        del os.environ[name]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # thousands of sockets; servers inherit it
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 16384), hard), hard))
+    OUT.mkdir(exist_ok=True)
+    results: dict = {"meta": metadata(args)}
     started = time.monotonic()
-    results: dict = {"meta": report.metadata(args), "backends": {}, "open_streams": {}, "peers": {}}
-    say(f"load: {results['meta']['load_tool']}; streams: {results['meta']['stream_tool']}")
-    busy = results["meta"]["busy_before"] = round(cpu.machine_busy(2.0), 3)
-    say(f"machine busy before the run: {busy:.0%} of all cores")
-    if busy > report.BUSY_WARNING:
-        say("WARNING: something else is using the CPU; figures will be low and noisy (see the CPU split).")
-
-    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmpdir:
-        tmp = Path(tmpdir)
-        say("collectstatic (production static files)")
-        env = servers.tollgate_env(llm_base_url="", database_url=f"sqlite:///{tmp / 'static.sqlite3'}")
-        servers.manage(env, "collectstatic", "--noinput", "-v", "0")
-        fast = ("--app-dir", "bench", "--loop", "uvloop", "--http", "httptools", "--lifespan", "off")
-        with servers.Server("stand-in", "upstream:app", extra=fast, log=OUT / "stand-in.log") as upstream:
-            upstream.start("/v1/models")
-            results["direct"] = measure_direct(upstream, args)
-            for backend in names(args.backends):
-                results["backends"][backend] = measure_backend(backend, args, tmp, upstream)
-            if args.peers:
-                results["peers"]["litellm"] = measure_litellm(args, upstream)
-            if args.open_streams:
-                for backend in names(args.open_backends):
-                    results["open_streams"][backend] = measure_open_streams(backend, args, tmp, upstream)
-
-    report.finish(results)
-    results["meta"]["seconds"] = round(time.monotonic() - started, 1)
-    report.print_report(results, say)
-    RESULTS_JSON.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    say(f"\nwrote {RESULTS_JSON.relative_to(BENCH.parent)}")
-    if not args.no_chart:
-        import chart  # matplotlib, only when drawing
-
-        chart.draw(results, RESULTS_PNG)
-        say(f"wrote {RESULTS_PNG.relative_to(BENCH.parent)}")
-    say(f"bench took {results['meta']['seconds']:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp, standin() as (standin_url, standin_pid):
+        say(f"== straight to the stand-in on {standin_url}")
+        url = f"{standin_url}/v1/chat/completions"
+        results["direct"] = latency_and_throughput(url, "-", standin_pid, args)
+        results["direct"]["stream"] = stream_figures(asyncio.run(streams_one_by_one(url, "-")), STREAM_GAP)
+        for backend in args.backends.split(","):
+            results[backend] = measure_tollgate(backend, args, Path(tmp), standin_url)
+        if args.peers:
+            results["litellm"] = measure_litellm(args, standin_url)
+    results["meta"] |= {"minutes": (time.monotonic() - started) / 60, "load_after": load_average()}
+    say("\n" + "\n".join(report.table(results)))
+    (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    report.draw(results, ROOT / "bench" / "results.png")
+    say("\nwrote bench/results.png and bench/out/results.json; the servers' logs are in bench/out/")
 
 
 if __name__ == "__main__":

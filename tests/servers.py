@@ -5,6 +5,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -118,9 +119,18 @@ class StandinUpstream:
     "drop" sends the first chunk and then cuts the connection; "stall" waits `stall` seconds.
     `usage` (prompt, completion tokens) is reported as OpenAI does: in a completion, and in a
     stream's last chunk when asked (`stream_options.include_usage`); None reports nothing.
+
+    The bench serves it too, in a process of its own (bench/run.py): there a request whose last
+    message is `standin: chunks=N gap=S` gets N chunks S seconds apart, each chunk's text the
+    `time.monotonic()` it was sent at (the clock is the machine's, so a client can tell how long each
+    chunk took to reach it), and `record=False` keeps no bodies or times over millions of requests.
     """
 
-    def __init__(self) -> None:
+    ASKED_STREAM = re.compile(r"standin: chunks=(\d+) gap=([0-9.]+)")
+
+    def __init__(self, *, record: bool = True) -> None:
+        self.record = record
+        self._completions: dict[tuple, bytes] = {}  # encoded answers, made once each
         self.reset()
 
     def reset(self) -> None:
@@ -149,39 +159,35 @@ class StandinUpstream:
                 break
         self.calls += 1
         body = json.loads(raw or b"{}")
-        self.bodies.append(body)
+        if self.record:
+            self.bodies.append(body)
         if self.mode == "error":
             await self._json(send, self.error_status, {"error": {"message": "boom"}})
             return
         if self.mode == "stall":
             await asyncio.sleep(self.stall)
         if not body.get("stream"):
-            answer = {
-                "id": "chatcmpl-standin",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body.get("model"),
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": "stop"}
-                ],
-            }
-            if self.usage is not None:
-                answer["usage"] = self._usage()
-            await self._json(send, 200, answer)
+            await self._json(send, 200, self._completion(body.get("model")))
             return
+        chunks, gap = self.chunks, self.gap
+        asked = self.ASKED_STREAM.fullmatch(str((body.get("messages") or [{}])[-1].get("content")))
+        if asked:
+            chunks, gap = [None] * int(asked[1]), float(asked[2])
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for i, chunk in enumerate(self.chunks):
-            if i and self.gap:
-                await asyncio.sleep(self.gap)
+        for i, chunk in enumerate(chunks):
+            if i and gap:
+                await asyncio.sleep(gap)
             if self.mode == "drop" and i == 1:
                 raise ConnectionResetError("stand-in drops the connection")
+            sent = time.monotonic()
             event = {
                 "id": "c",
                 "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {"content": chunk}}],
+                "choices": [{"index": 0, "delta": {"content": f"{sent:.6f}" if chunk is None else chunk}}],
             }
-            self.sent_at.append(time.monotonic())
+            if self.record:
+                self.sent_at.append(sent)
             await send(
                 {"type": "http.response.body", "body": f"data: {json.dumps(event)}\n\n".encode(), "more_body": True}
             )
@@ -192,13 +198,29 @@ class StandinUpstream:
             )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
+    def _completion(self, model: str | None) -> bytes:
+        key = (model, self.text, self.usage)
+        if key not in self._completions:
+            message = {"role": "assistant", "content": self.text}
+            answer = {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+            if self.usage is not None:
+                answer["usage"] = self._usage()
+            self._completions[key] = json.dumps(answer).encode()
+        return self._completions[key]
+
     def _usage(self) -> dict:
         prompt, completion = self.usage
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     @staticmethod
-    async def _json(send, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
+    async def _json(send, status: int, payload: dict | bytes) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -329,7 +351,9 @@ def served(*, output: Path, workers: int = 1, env: dict[str, str | None] | None 
     output written to `output`. Yields the process, with its `port`, once every worker has started;
     stops it at the end if the test has not. In `env`, None removes a variable."""
     port = free_port()
-    given = {"DATABASE_URL": database_url_for_servers(), "WEB_CONCURRENCY": str(workers), **(env or {})}
+    given = {"WEB_CONCURRENCY": str(workers), **(env or {})}
+    if "DATABASE_URL" not in given:  # the bench gives its own, and has no test database
+        given["DATABASE_URL"] = database_url_for_servers()
     full_env = {name: value for name, value in {**os.environ, **given}.items() if value is not None}
     command = [sys.executable, "-m", "portal.serve", "--host", "127.0.0.1", "--port", str(port)]
     with output.open("w") as sink:
