@@ -99,15 +99,22 @@ def new_page(chromium: Browser, tollgate: str, request: pytest.FixtureRequest) -
         return page
 
     yield make
-    report = getattr(request.node, "report_call", None)
-    for i, page in enumerate(pages):
-        try:
-            if report is not None and report.failed:
-                ARTIFACTS.mkdir(exist_ok=True)
-                name = re.sub(r"[^\w.-]+", "_", request.node.nodeid)
-                page.screenshot(path=ARTIFACTS / f"{name}-{i}.png", full_page=True)
-        finally:
+    try:
+        keep_screenshots(request, pages)
+    finally:
+        for page in pages:
             page.context.close()
+
+
+def keep_screenshots(request: pytest.FixtureRequest, pages: list[Page]) -> None:
+    """When the test failed, a screenshot of each page it opened, in test-artifacts/."""
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed:
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = re.sub(r"[^\w.-]+", "_", request.node.nodeid)
+    for i, page in enumerate(pages):
+        page.screenshot(path=ARTIFACTS / f"{name}-{i}.png", full_page=True)
 
 
 @pytest.fixture
