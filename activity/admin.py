@@ -14,6 +14,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ModelFilter(admin.AllValuesFieldListFilter):
+    """Filter by model, where requests refused before a model was chosen (a blank model) have a
+    name: Django's own filter shows the blank as an empty link."""
+
+    def choices(self, changelist):
+        for choice in super().choices(changelist):
+            yield {**choice, "display": choice["display"] or "(none)"}
+
+
 @admin.register(RequestLog)
 class RequestLogAdmin(ReadOnlyAdmin):
     list_display = [
@@ -31,7 +40,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "request_id",
         "client_ip",
     ]
-    list_filter = ["outcome", "model", "estimated"]
+    list_filter = ["outcome", ("model", ModelFilter), "estimated"]
     list_select_related = ["key__owner"]
     search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model", "=client_ip"]
     date_hierarchy = "at"

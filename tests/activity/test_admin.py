@@ -98,3 +98,13 @@ def test_people_who_are_not_staff_are_kept_out(alice_client, rows):
     response = alice_client.get(CHANGELIST)
     assert response.status_code == HTTPStatus.FOUND
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_model_filter_names_the_blank_model_of_refused_requests(admin_client, alices_key, log):
+    log(alices_key, request_id="refused", model="", outcome=RequestLog.Outcome.LIMITED)
+    log(alices_key, request_id="answered", model="demo")
+    response = admin_client.get(CHANGELIST)
+    [model_filter] = [spec for spec in response.context["cl"].filter_specs if spec.title == "model"]
+    displays = [choice["display"] for choice in model_filter.choices(response.context["cl"])]
+    assert displays == ["All", "(none)", "demo"]
+    assert listed(admin_client.get(CHANGELIST, {"model": ""})) == {"refused"}
