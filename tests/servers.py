@@ -81,12 +81,17 @@ def tollgate_server(*, workers: int = 1, env: dict | None = None):
             httpx.get(f"{base}/healthz", timeout=30)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=15)
+
+
+def stop_process(process: subprocess.Popen, *, grace: float) -> None:
+    """SIGTERM, and SIGKILL if it has not exited `grace` seconds later."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class ThreadedServer:
@@ -367,10 +372,4 @@ def served(*, output: Path, workers: int = 1, env: dict[str, str | None] | None 
             time.sleep(0.05)
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace=60)
