@@ -2,8 +2,21 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import ManyToManyField, Q
+
+# The largest numbers a plan may hold, so that nothing the hot path adds up can overflow a 64-bit
+# counter: a window's tokens stay below MAX_QUOTA requests x (1 MB of prompt + 8 answers of
+# MAX_OUTPUT_TOKENS), about 1.8e18.
+MAX_QUOTA = 100_000_000
+MAX_TOKEN_BUDGET = 10**15
+MAX_OUTPUT_TOKENS = 2**31 - 1  # also the largest answer bound a request may ask for (a 32-bit integer)
+MAX_RATE = 1_000_000
+
+
+def bounded(high: int) -> list:
+    return [MinValueValidator(1), MaxValueValidator(high)]
 
 
 class Plan(models.Model):
@@ -15,22 +28,29 @@ class Plan(models.Model):
         MONTH = "MONTH", "per month"
 
     name = models.CharField(max_length=64, unique=True)
-    quota = models.PositiveIntegerField(help_text="Requests allowed in each period.")
+    quota = models.PositiveIntegerField(validators=bounded(MAX_QUOTA), help_text="Requests allowed in each period.")
     period = models.CharField(max_length=5, choices=Period.choices, default=Period.DAY)
     rate_limit = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Optional throttle: steady requests per second."
+        null=True, blank=True, validators=bounded(MAX_RATE), help_text="Optional throttle: steady requests per second."
     )
     burst_limit = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Optional throttle: requests allowed in one second at most."
+        null=True,
+        blank=True,
+        validators=bounded(MAX_RATE),
+        help_text="Optional throttle: requests allowed in one second at most.",
     )
     token_quota = models.PositiveBigIntegerField(
         "token budget",
         null=True,
         blank=True,
+        validators=bounded(MAX_TOKEN_BUDGET),
         help_text="Optional: tokens (prompt and answer) allowed in each period (local backend).",
     )
     max_output_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Optional cap on each request's answer, in tokens (local backend)."
+        null=True,
+        blank=True,
+        validators=bounded(MAX_OUTPUT_TOKENS),
+        help_text="Optional cap on each request's answer, in tokens (local backend).",
     )
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True, help_text="Inactive plans are not offered for new keys.")
@@ -140,7 +160,12 @@ class Usage(models.Model):
     class Meta:
         ordering = ["-window_start"]
         verbose_name_plural = "usage"
-        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="one_usage_row_per_window")]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="one_usage_row_per_window"),
+            # The referee of the reservation arithmetic: a bug that would drive a counter below zero
+            # fails its own statement instead of writing a negative count.
+            models.CheckConstraint(condition=Q(requests__gte=0) & Q(tokens__gte=0), name="usage_never_negative"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key} {self.window_start}: {self.requests}"

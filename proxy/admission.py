@@ -233,7 +233,7 @@ async def admit(
     )
     terms = {
         "now": now, "key": key, "route": route, "window_start": window_start, "prompt_size": prompt_size,
-        "reserved": prompt_size + choices * (bound or 0), "max_tokens": bound,
+        "reserved": budget.reservation(prompt_size=prompt_size, bound=bound, choices=choices), "max_tokens": bound,
         "capped": max_tokens is not None and bound is not None and max_tokens > bound,
     }  # fmt: skip
     if await _throttled(key):

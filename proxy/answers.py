@@ -8,9 +8,8 @@ from http import HTTPStatus
 from starlette.responses import JSONResponse
 
 from proxy.admission import Admission, Outcome
+from proxy.db import QuotaStoreUnavailable
 from proxy.validation import InvalidRequest
-
-UNAVAILABLE_HEADERS = {"Retry-After": "5"}
 
 
 class QueryAnswers:
@@ -35,8 +34,13 @@ class QueryAnswers:
     def forbidden(self) -> JSONResponse:
         return self.message(HTTPStatus.FORBIDDEN, "Forbidden")
 
-    def unavailable(self) -> JSONResponse:
-        return self.message(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable", UNAVAILABLE_HEADERS)
+    def unavailable(self, exc: QuotaStoreUnavailable) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)}
+        return self.message(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable", headers)
+
+    def internal_error(self, request_id: str) -> JSONResponse:
+        text = f"Internal Server Error (request id {request_id})."
+        return self.message(HTTPStatus.INTERNAL_SERVER_ERROR, text)
 
     def bad_gateway(self) -> JSONResponse:
         return self.message(HTTPStatus.BAD_GATEWAY, "Bad Gateway: the model did not answer. Nothing was counted.")
@@ -49,8 +53,10 @@ class OpenAIAnswers:
     """`/v1`: OpenAI's error shape, which the official SDKs turn into their own exception types."""
 
     @staticmethod
-    def error(status: int, text: str, *, type_: str, code: str | None, headers: dict | None = None) -> JSONResponse:
-        body = {"error": {"message": text, "type": type_, "param": None, "code": code}}
+    def error(
+        status: int, text: str, *, type_: str, code: str | None, param: str | None = None, headers: dict | None = None
+    ) -> JSONResponse:
+        body = {"error": {"message": text, "type": type_, "param": param, "code": code}}
         return JSONResponse(body, status_code=status, headers=headers)
 
     def refused(self, admission: Admission) -> JSONResponse:
@@ -77,19 +83,23 @@ class OpenAIAnswers:
         text = "Incorrect or missing API key. Send it as `Authorization: Bearer <key>` or `x-api-key`."
         return self.error(HTTPStatus.UNAUTHORIZED, text, type_="invalid_request_error", code="invalid_api_key")
 
-    def unavailable(self) -> JSONResponse:
+    def unavailable(self, exc: QuotaStoreUnavailable) -> JSONResponse:
         text = "The quota store is unavailable; try again shortly."
         return self.error(
             HTTPStatus.SERVICE_UNAVAILABLE, text, type_="server_error", code="service_unavailable",
-            headers=UNAVAILABLE_HEADERS,
+            headers={"Retry-After": str(exc.retry_after)},
         )  # fmt: skip
+
+    def internal_error(self, request_id: str) -> JSONResponse:
+        text = f"Tollgate failed to answer this request; its log names it by request id {request_id}."
+        return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, text, type_="server_error", code="internal_error")
 
     def bad_gateway(self) -> JSONResponse:
         text = "The model did not answer. The request was not counted."
         return self.error(HTTPStatus.BAD_GATEWAY, text, type_="server_error", code="upstream_error")
 
     def invalid(self, exc: InvalidRequest) -> JSONResponse:
-        return self.error(exc.status, exc.message, type_="invalid_request_error", code=exc.code)
+        return self.error(exc.status, exc.message, type_="invalid_request_error", code=exc.code, param=exc.param)
 
 
 QUERY = QueryAnswers()

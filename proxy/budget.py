@@ -56,6 +56,15 @@ def output_bound(*caps: int | None, budgeted: bool) -> int | None:
     return DEFAULT_OUTPUT_BOUND if budgeted else None
 
 
+def reservation(*, prompt_size: int, bound: int | None, choices: int) -> int:
+    """What a request reserves: its prompt's bound, plus its answer's bound for each choice. Its
+    inputs are checked before (proxy/validation.py); should a bug pass anything else, the request
+    fails here rather than reserve less than its prompt, or less than nothing."""
+    if prompt_size < 0 or choices < 1 or (bound is not None and bound < 1):
+        raise ValueError(f"no reservation for prompt_size={prompt_size}, bound={bound}, choices={choices}")
+    return prompt_size + choices * (bound or 0)
+
+
 def estimate(*, prompt_size: int, answer: str) -> TokenCount:
     """Tokens of a request whose upstream did not report them, from the bytes that went each way."""
     answer_size = len(answer.encode())

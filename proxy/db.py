@@ -1,22 +1,31 @@
 """The model API's database access: real async on PostgreSQL, one writer thread on SQLite.
 
-Both answer the same two calls, `await db.one(sql, params)` (a row as a dict, or None) and
-`await db.run(sql, params)` (the number of rows changed), with SQL written once in psycopg's
-`%(name)s` style, which Django's SQLite backend also reads. Every statement commits by itself:
-the hot path's writes are single atomic statements.
+Both answer the same calls, `await db.one(sql, params)` (a row as a dict, or None),
+`await db.run(sql, params)` (the number of rows changed) and `await db.batch(steps)` (statements
+in one transaction), with SQL written once in psycopg's `%(name)s` style, which Django's SQLite
+backend also reads. Every statement commits by itself: the hot path's writes are single atomic
+statements.
 
 PostgreSQL: psycopg's AsyncConnectionPool, one per event loop (one per uvicorn worker).
 SQLite: one thread per process with its own Django connection. SQLite takes one writer at a
 time, so a single thread queues the writes in Python instead of in SQLite's busy handler.
 
-When the database stops answering, every queued request would wait out a connection attempt
-before failing. Instead, after a failure the next second fails at once (503, fail closed).
+Failures are told apart, because they call for different answers:
+
+- the database cannot be reached (a lost or refused connection, a file locked or unreadable):
+  the `Breaker` trips, every request answers 503 at once without asking the database, and a
+  probe heals it by itself when the database answers again;
+- every pooled connection is busy for `DATABASE_POOL_TIMEOUT` seconds: that request alone gets
+  `QuotaStoreBusy` (503, `Retry-After: 1`); the database is slow, not down;
+- anything else (a constraint, a data error, a bug) is that statement's own error, raised as it
+  is: the request answers 500 and no other request notices.
 """
 
 import asyncio
-import time
+import logging
+import sqlite3
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cache
@@ -25,33 +34,97 @@ from typing import Any
 import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, OperationalError, close_old_connections, connection, connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, connections, transaction
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from proxy import metrics
 
-RETRY_AFTER_FAILURE = 1.0  # seconds of answering 503 at once after the database failed
+log = logging.getLogger("tollgate.proxy")
+
+PROBE_EVERY = 0.25  # seconds between a tripped breaker's probes of the database
+PROBE_TIMEOUT = 1.0  # how long one probe may take
+# How long SQLite's busy handler waits for another process's write lock. Normal writes hold it for
+# well under a millisecond (a ledger batch for a few); half a second of waiting means that something
+# holds the file, and the request must not wait out Django's 30 s before its 503.
+SQLITE_LOCK_WAIT_MS = 500
+# SQLite's primary result codes for a file that cannot be used: busy or locked, cannot be opened,
+# I/O error, corrupt, not a database, read-only, disk full.
+SQLITE_OUTAGES = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL,
+}  # fmt: skip
+# PostgreSQL SQLSTATEs of a server that cannot serve: class 08 (connection exception), the server
+# shutting down or starting (57P01-57P03), and too many connections (53300).
+POSTGRES_OUTAGES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
 class QuotaStoreUnavailable(Exception):
-    """The database could not answer: callers must fail closed."""
+    """The database cannot answer: callers fail closed (503, no upstream call)."""
+
+    retry_after = 5
+
+
+class QuotaStoreBusy(QuotaStoreUnavailable):
+    """Every pooled connection stayed busy for `DATABASE_POOL_TIMEOUT`: this request alone is refused."""
+
+    retry_after = 1
+
+
+class Breaker:
+    """Open while the database cannot be reached: requests fail at once instead of each waiting out
+    a connection attempt, and one probe at a time finds out when it is back."""
+
+    def __init__(self, probe: Callable[[], Awaitable[None]]) -> None:
+        self.probe = probe
+        self.open = False
+        self.healing: asyncio.Task | None = None
+
+    def check(self) -> None:
+        if self.open:
+            raise QuotaStoreUnavailable("the database cannot be reached")
+
+    def trip(self, exc: BaseException) -> QuotaStoreUnavailable:
+        if not self.open:
+            self.open = True
+            metrics.QUOTA_STORE_UP.set(0)
+            log.warning("quota store unreachable (%s): answering 503 until it is back", describe(exc))
+            self.healing = asyncio.get_running_loop().create_task(self._heal())
+        return QuotaStoreUnavailable(describe(exc))
+
+    async def _heal(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_EVERY)
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await self.probe()
+            except Exception as exc:  # noqa: BLE001 - any failure of the probe: still down
+                log.debug("quota store still unreachable: %s", describe(exc))
+                continue
+            self.open = False
+            metrics.QUOTA_STORE_UP.set(1)
+            log.warning("quota store reachable again: admitting requests")
+            return
+
+    def cancel(self) -> None:
+        if self.healing is not None:
+            self.healing.cancel()
+
+
+def describe(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class Database:
-    """What both implementations answer; each defines `_call`."""
+    """What both implementations answer."""
 
-    fail_fast: "FailFast"
+    breaker: Breaker
 
     async def one(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        row = await self._call(sql, params, fetch=True)
-        self.fail_fast.answered()
-        return row
+        return await self._call(sql, params, fetch=True)
 
     async def run(self, sql: str, params: dict[str, Any]) -> int:
-        changed = await self._call(sql, params, fetch=False)
-        self.fail_fast.answered()
-        return changed
+        return await self._call(sql, params, fetch=False)
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
         raise NotImplementedError
@@ -61,33 +134,20 @@ class Database:
         raise NotImplementedError
 
     async def close(self) -> None:
-        pass
+        self.breaker.cancel()
 
 
-class FailFast:
-    """Remembers a failure for a second, so that the requests behind it answer 503 at once."""
-
-    def __init__(self) -> None:
-        self.down_until = 0.0
-
-    def check(self) -> None:
-        if time.monotonic() < self.down_until:
-            raise QuotaStoreUnavailable("the database failed moments ago")
-
-    def failed(self, exc: Exception) -> QuotaStoreUnavailable:
-        self.down_until = time.monotonic() + RETRY_AFTER_FAILURE
-        metrics.QUOTA_STORE_UP.set(0)
-        return QuotaStoreUnavailable(str(exc) or type(exc).__name__)
-
-    def answered(self) -> None:
-        if self.down_until:
-            self.down_until = 0.0
-            metrics.QUOTA_STORE_UP.set(1)
+def postgres_outage(exc: psycopg.Error) -> bool:
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(POSTGRES_OUTAGES)
+    )
 
 
 class PostgresDatabase(Database):
     def __init__(self, settings_dict: dict) -> None:
-        conninfo = psycopg.conninfo.make_conninfo(
+        self.conninfo = psycopg.conninfo.make_conninfo(
             dbname=settings_dict["NAME"],
             user=settings_dict["USER"] or None,
             password=settings_dict["PASSWORD"] or None,
@@ -95,18 +155,21 @@ class PostgresDatabase(Database):
             port=settings_dict["PORT"] or None,
             connect_timeout=3,
         )
-        self.pool = AsyncConnectionPool(
-            conninfo,
+        self.pool = self._new_pool()
+        self.opened = False
+        self.breaker = Breaker(self._probe)
+
+    def _new_pool(self) -> AsyncConnectionPool:
+        return AsyncConnectionPool(
+            self.conninfo,
             # psycopg prepares a statement it has seen a few times: the hot statements are
             # planned once per connection instead of on every request.
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=2,
             max_size=settings.DATABASE_POOL_SIZE,
-            timeout=3,
+            timeout=settings.DATABASE_POOL_TIMEOUT,
             open=False,
         )
-        self.opened = False
-        self.fail_fast = FailFast()
 
     async def _open(self) -> None:
         """On first use, whichever call that is (a ledger batch may come before any statement)."""
@@ -114,54 +177,104 @@ class PostgresDatabase(Database):
             self.opened = True
             await self.pool.open(wait=False)
 
+    async def _probe(self) -> None:
+        """One connection of its own, then a pool made anew: the old one's connections died with the
+        server, and its reconnection attempts may be backing off for many seconds."""
+        async with await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=1) as conn:
+            await conn.execute("SELECT 1")
+        old, self.pool = self.pool, self._new_pool()
+        await self.pool.open(wait=False)
+        asyncio.get_running_loop().create_task(old.close(timeout=0))
+
+    async def _classified(self, exc: Exception) -> Exception:
+        """What a failed statement means for this request: an outage, a busy pool, or its own error."""
+        if isinstance(exc, PoolTimeout):
+            try:  # busy, or no connection could be made? A connection of its own tells.
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    async with await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=1) as conn:
+                        await conn.execute("SELECT 1")
+            except (psycopg.Error, TimeoutError, OSError) as probe_failed:
+                return self.breaker.trip(probe_failed)
+            return QuotaStoreBusy(f"every pooled connection stayed busy for {settings.DATABASE_POOL_TIMEOUT} s")
+        if postgres_outage(exc):
+            return self.breaker.trip(exc)
+        return exc
+
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
-        self.fail_fast.check()
+        self.breaker.check()
         await self._open()
         try:
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql, params)
                 return await cursor.fetchone() if fetch else cursor.rowcount
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            # Connections that died with the server are dropped now rather than one per request.
-            asyncio.get_running_loop().create_task(self.pool.check())
-            raise self.fail_fast.failed(exc) from exc
-        except psycopg.Error as exc:
-            raise QuotaStoreUnavailable(str(exc)) from exc
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise await self._classified(exc) from exc
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        self.fail_fast.check()
+        self.breaker.check()
         await self._open()
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
                 for sql, rows in steps:
                     if rows:
                         await cursor.executemany(sql, rows)  # pipelined: one round trip
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            raise self.fail_fast.failed(exc) from exc
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise await self._classified(exc) from exc
 
     async def close(self) -> None:
+        await super().close()
         if self.opened:
             await self.pool.close()
+
+
+def sqlite_outage(exc: DatabaseError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode & 0xFF) in SQLITE_OUTAGES
 
 
 class SqliteDatabase(Database):
     def __init__(self) -> None:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-sqlite")
-        self.fail_fast = FailFast()
+        self.tuned = None  # the sqlite3 connection whose busy handler was set
+        self.breaker = Breaker(self._probe)
+
+    async def _in_thread(self, work: Callable, *args) -> Any:
+        self.breaker.check()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.thread, work, *args)
+        except DatabaseError as exc:
+            if sqlite_outage(exc):
+                raise self.breaker.trip(exc) from exc
+            raise
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
-        self.fail_fast.check()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.thread, self._execute, sql, params, fetch)
-        except DatabaseError as exc:
-            raise self.fail_fast.failed(exc) from exc
+        return await self._in_thread(self._execute, sql, params, fetch)
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        self.fail_fast.check()
+        await self._in_thread(self._execute_batch, steps)
+
+    async def _probe(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.thread, self._writable)
+
+    def _connection(self):
+        """This thread's own Django connection, kept open for the life of the process, with a
+        busy handler that gives up after SQLITE_LOCK_WAIT_MS."""
+        db = connections["default"]
+        db.ensure_connection()
+        if db.connection is not self.tuned:
+            db.connection.execute(f"PRAGMA busy_timeout = {SQLITE_LOCK_WAIT_MS}")
+            self.tuned = db.connection
+        return db
+
+    def _writable(self) -> None:
+        """Whether this process may write: the write lock taken and let go at once."""
+        db = self._connection()
         try:
-            await asyncio.get_running_loop().run_in_executor(self.thread, self._execute_batch, steps)
-        except OperationalError as exc:
-            raise self.fail_fast.failed(exc) from exc
+            with transaction.atomic(), db.cursor() as cursor:  # IMMEDIATE: takes the write lock
+                cursor.execute("SELECT 1")
+        finally:
+            if db.errors_occurred:
+                db.close()
 
     @staticmethod
     def _adapted(params: dict[str, Any]) -> dict[str, Any]:
@@ -175,23 +288,20 @@ class SqliteDatabase(Database):
             for name, value in params.items()
         }
 
-    @staticmethod
-    def _execute_batch(steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        db = connections["default"]
+    def _execute_batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        db = self._connection()
         try:
             with transaction.atomic(), db.cursor() as cursor:
                 for sql, rows in steps:
                     if rows:
-                        cursor.executemany(sql, [SqliteDatabase._adapted(row) for row in rows])
+                        cursor.executemany(sql, [self._adapted(row) for row in rows])
         finally:
             if db.errors_occurred:
                 db.close()
 
-    @staticmethod
-    def _execute(sql: str, params: dict[str, Any], fetch: bool):
-        # This thread's own Django connection, kept open for the life of the process.
-        db = connections["default"]
-        adapted = SqliteDatabase._adapted(params)
+    def _execute(self, sql: str, params: dict[str, Any], fetch: bool):
+        db = self._connection()
+        adapted = self._adapted(params)
         try:
             with db.cursor() as cursor:
                 cursor.execute(sql, adapted)

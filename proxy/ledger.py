@@ -175,24 +175,53 @@ class Ledger:
         failures, self.failures = self.failures, {}
         if not batch and not failures:
             return
-        settlements = [e.settlement() for e in batch if e.reserved is not None]
         tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
-        steps = [(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in batch]), (AUTH_FAILURE_SQL, tallies)]
         try:
-            await database().batch(steps)
+            await database().batch([*self._steps(batch), (AUTH_FAILURE_SQL, tallies)])
         except QuotaStoreUnavailable as exc:
-            log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
-            self.waiting = (batch + self.waiting)[-MAX_WAITING:]
-            for bucket, tally in failures.items():
-                self.failures.setdefault(bucket, FailureTally()).merge(tally)
+            self._put_back(batch, failures, exc)
             return
         except Exception:
-            log.exception("ledger: a batch of %d entries could not be written and was dropped", len(batch))
-            return
+            # One bad entry must not cost the others theirs: each is written on its own.
+            log.warning("ledger: a batch of %d entries failed; writing them one by one", len(batch), exc_info=True)
+            if not await self._write_each(batch, failures):
+                return
         await self._check_alerts(batch)
         if time.monotonic() - self.pruned_at > PRUNE_EVERY:
             self.pruned_at = time.monotonic()
             await run_orm(prune_request_log)
+
+    @staticmethod
+    def _steps(entries: list[Entry]) -> list[tuple[str, list[dict]]]:
+        settlements = [e.settlement() for e in entries if e.reserved is not None]
+        return [(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in entries])]
+
+    async def _write_each(self, batch: list[Entry], failures: dict) -> bool:
+        """Each entry in its own transaction, then the tallies: what is valid is written, what is
+        not is logged with its request id. False if the database went away meanwhile."""
+        for done, entry in enumerate(batch):
+            try:
+                await database().batch(self._steps([entry]))
+            except QuotaStoreUnavailable as exc:
+                self._put_back(batch[done:], failures, exc)
+                return False
+            except Exception:
+                log.exception("ledger: request %s could not be recorded and was dropped: %r", entry.request_id, entry)
+        tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
+        try:
+            await database().batch([(AUTH_FAILURE_SQL, tallies)])
+        except QuotaStoreUnavailable as exc:
+            self._put_back([], failures, exc)
+            return False
+        except Exception:
+            log.exception("ledger: %d failed-authentication tallies could not be written", len(tallies))
+        return True
+
+    def _put_back(self, batch: list[Entry], failures: dict, exc: Exception) -> None:
+        log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
+        self.waiting = (batch + self.waiting)[-MAX_WAITING:]
+        for bucket, tally in failures.items():
+            self.failures.setdefault(bucket, FailureTally()).merge(tally)
 
     async def _check_alerts(self, batch: list[Entry]) -> None:
         """Thresholds the batch's keys crossed: each is claimed and mailed off the hot path."""

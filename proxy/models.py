@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
+from keys.models import MAX_OUTPUT_TOKENS, bounded
+
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable's name, like FAST_API_KEY.")
 
 
@@ -28,7 +30,10 @@ class LanguageModel(models.Model):
         help_text="The NAME of the environment variable holding the upstream's bearer token.",
     )
     max_output_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Optional cap on the tokens one answer may produce."
+        null=True,
+        blank=True,
+        validators=bounded(MAX_OUTPUT_TOKENS),
+        help_text="Optional cap on the tokens one answer may produce.",
     )
     fallbacks = models.ManyToManyField("self", through="Fallback", symmetrical=False, related_name="+", blank=True)
     active = models.BooleanField(default=True)

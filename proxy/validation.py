@@ -1,49 +1,198 @@
-"""Model API input checks: everything here runs before a request is counted."""
+"""Model API input checks: everything here runs before a request is counted.
+
+Each field OpenAI's reference defines for an endpoint has a check: its type and its documented
+range. A value outside them answers 400 `invalid_request_error` naming the field, so nothing a
+client sends reaches the database or the model unbounded. Checked fields go upstream as they came;
+fields the reference does not define are dropped.
+"""
 
 import json
+import math
+from collections.abc import Callable
 from http import HTTPStatus
+from typing import Any
+
+from keys.models import MAX_OUTPUT_TOKENS
 
 MAX_BODY_BYTES = 1_000_000
 MAX_MESSAGE_CHARS = 32_000
 MAX_MESSAGES = 200
 MAX_CONVERSATION_ID = 100
-MAX_CHOICES = 8  # `n`: each choice is another answer to reserve tokens for
+MAX_MODEL_NAME = 100
+MAX_CHOICES = 8  # `n` and `best_of`: each choice is another answer to reserve tokens for
+MAX_STOP_SEQUENCES = 4
+MAX_LOGIT_BIAS = 300
 ROLES = {"system", "developer", "user", "assistant", "tool"}
-# Sampling parameters passed to the model as they are (type-checked); other fields are dropped.
-PASSTHROUGH = {
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "max_tokens": int,
-    "max_completion_tokens": int,
-    "presence_penalty": (int, float),
-    "frequency_penalty": (int, float),
-    "stop": (str, list),
-    "seed": int,
-    "n": int,
-    "user": str,
-}
 
 
 class InvalidRequest(Exception):
-    def __init__(self, message: str, *, status: int = HTTPStatus.BAD_REQUEST, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int = HTTPStatus.BAD_REQUEST, code: str | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.message, self.status, self.code = message, status, code
+        self.message, self.status, self.code, self.param = message, status, code, param
 
 
-def parse_query(params) -> tuple[str, str]:
-    """`/query?uuid=&message=`: the conversation id (may be empty) and the message."""
+# --- checks of one field: each returns the value, or raises InvalidRequest naming the field ------
+
+Check = Callable[[str, Any], Any]
+
+
+def _refused(name: str, expected: str) -> InvalidRequest:
+    return InvalidRequest(f"`{name}` must be {expected}.", code="invalid_value", param=name)
+
+
+def number(low: float, high: float) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise _refused(name, f"a number from {low:g} to {high:g}")
+        return value
+
+    return check
+
+
+def integer(low: int, high: int) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _refused(name, f"a whole number from {low} to {high}")
+        return value
+
+    return check
+
+
+def of_type(kinds: type | tuple[type, ...], expected: str) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, kinds):
+            raise _refused(name, expected)
+        return value
+
+    return check
+
+
+def stop_sequences(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) <= MAX_STOP_SEQUENCES and all(isinstance(s, str) for s in value):
+        return value
+    raise _refused(name, f"a string or a list of at most {MAX_STOP_SEQUENCES} strings")
+
+
+def logit_bias(name: str, value: Any) -> Any:
+    expected = f"an object of at most {MAX_LOGIT_BIAS} token ids, each with a bias from -100 to 100"
+    if not isinstance(value, dict) or len(value) > MAX_LOGIT_BIAS:
+        raise _refused(name, expected)
+    for token, bias in value.items():
+        if (
+            not (token.isascii() and token.isdigit())
+            or isinstance(bias, bool)
+            or not isinstance(bias, int | float)
+            or not -100 <= bias <= 100
+        ):
+            raise _refused(name, expected)
+    return value
+
+
+def stream_options(name: str, value: Any) -> Any:
+    if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
+        raise _refused(name, 'an object such as {"include_usage": true}')
+    return value
+
+
+ANSWER_BOUND = integer(1, MAX_OUTPUT_TOKENS)
+STRING = of_type(str, "a string")
+BOOLEAN = of_type(bool, "true or false")
+OBJECT = of_type(dict, "an object")
+LIST = of_type(list, "a list")
+
+# OpenAI's Chat Completions reference, every request field but `model` and `messages`.
+CHAT_FIELDS: dict[str, Check] = {
+    "stream": BOOLEAN,
+    "stream_options": stream_options,
+    "max_tokens": ANSWER_BOUND,
+    "max_completion_tokens": ANSWER_BOUND,
+    "n": integer(1, MAX_CHOICES),
+    "temperature": number(0, 2),
+    "top_p": number(0, 1),
+    "presence_penalty": number(-2, 2),
+    "frequency_penalty": number(-2, 2),
+    "logit_bias": logit_bias,
+    "logprobs": BOOLEAN,
+    "top_logprobs": integer(0, 20),
+    "seed": integer(-(2**63), 2**63 - 1),
+    "stop": stop_sequences,
+    "user": STRING,
+    "metadata": OBJECT,
+    "tools": LIST,
+    "tool_choice": of_type((str, dict), "a string or an object"),
+    "parallel_tool_calls": BOOLEAN,
+    "response_format": OBJECT,
+    "reasoning_effort": STRING,
+    "service_tier": STRING,
+    "store": BOOLEAN,
+    "modalities": LIST,
+    "audio": OBJECT,
+    "prediction": OBJECT,
+    "web_search_options": OBJECT,
+    "verbosity": STRING,
+    "prompt_cache_key": STRING,
+    "safety_identifier": STRING,
+    "functions": LIST,
+    "function_call": of_type((str, dict), "a string or an object"),
+}
+
+
+def checked_fields(body: dict, fields: dict[str, Check]) -> dict:
+    """The body's known fields, each checked; null stands for a field left out, as at OpenAI."""
+    return {name: check(name, body[name]) for name, check in fields.items() if body.get(name) is not None}
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    return value
+
+
+def _no_constant(text: str) -> None:
+    raise ValueError(f"{text} is not JSON")
+
+
+def json_object(raw: bytes) -> dict:
+    """The body as a JSON object. NaN, Infinity and numbers too large for a double are refused,
+    as strict JSON parsers (and so upstreams) refuse them."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidRequest("Request body too large (1 MB at most).", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    try:
+        body = json.loads(raw or b"null", parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def model_name(value: Any, *, param: str = "model") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_MODEL_NAME or "\x00" in value:
+        raise _refused(param, f"a model's name (at most {MAX_MODEL_NAME} characters)")
+    return value
+
+
+def parse_query(params) -> tuple[str, str, str | None]:
+    """`/query?uuid=&message=&model=`: the conversation id (may be empty), the message, the model."""
     message = params.get("message", "")
     if not message.strip():
-        raise InvalidRequest("Missing message: send it as ?message=...")
+        raise InvalidRequest("Missing message: send it as ?message=...", param="message")
     if len(message) > MAX_MESSAGE_CHARS:
-        raise InvalidRequest(f"Message too long ({MAX_MESSAGE_CHARS} characters at most).")
+        raise InvalidRequest(f"Message too long ({MAX_MESSAGE_CHARS} characters at most).", param="message")
     conversation = params.get("uuid", "")
     if len(conversation) > MAX_CONVERSATION_ID:
-        raise InvalidRequest(f"uuid too long ({MAX_CONVERSATION_ID} characters at most).")
+        raise InvalidRequest(f"uuid too long ({MAX_CONVERSATION_ID} characters at most).", param="uuid")
     if "\x00" in message or "\x00" in conversation:
         # Conversations are stored, and databases refuse NUL characters in text.
         raise InvalidRequest("message and uuid cannot contain NUL characters.")
-    return conversation, message
+    return conversation, message, model_name(params.get("model"))
 
 
 def _text_of(content) -> str:
@@ -60,45 +209,29 @@ def parse_chat_body(raw: bytes) -> dict:
     """A `/v1/chat/completions` body, checked; returns what may be sent upstream, `model` (None
     when not given), the name of the catalog model to send it to, and `include_usage`, whether a
     stream's client asked for the usage chunk."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidRequest("Request body too large (1 MB at most).", status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("The body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.", code="invalid_json")
+    body = json_object(raw)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("`messages` must be a non-empty list.", code="invalid_messages")
+        raise InvalidRequest("`messages` must be a non-empty list.", code="invalid_messages", param="messages")
     if len(messages) > MAX_MESSAGES:
-        raise InvalidRequest(f"At most {MAX_MESSAGES} messages.", code="invalid_messages")
+        raise InvalidRequest(f"At most {MAX_MESSAGES} messages.", code="invalid_messages", param="messages")
     clean = []
     for message in messages:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise InvalidRequest("Each message needs a `role` of system, user, assistant or tool.", code="invalid_role")
+            raise InvalidRequest(
+                "Each message needs a `role` of system, user, assistant or tool.", code="invalid_role", param="messages"
+            )
         text = _text_of(message.get("content", ""))
         if len(text) > MAX_MESSAGE_CHARS:
-            raise InvalidRequest(f"A message is too long ({MAX_MESSAGE_CHARS} characters at most).")
+            raise InvalidRequest(f"A message is too long ({MAX_MESSAGE_CHARS} characters at most).", param="messages")
         clean.append({"role": message["role"], "content": text})
-    if "model" in body and not isinstance(body["model"], str):
-        raise InvalidRequest("`model` must be a string.", code="invalid_type")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("`stream` must be true or false.", code="invalid_type")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise InvalidRequest('`stream_options` must be an object such as {"include_usage": true}.', code="invalid_type")
+    fields = checked_fields(body, CHAT_FIELDS)
+    stream = fields.pop("stream", False)
+    options = fields.pop("stream_options", {})
+    if stream and fields.get("n", 1) > 1:
+        raise InvalidRequest("A streamed completion has one choice: leave out `n`.", code="invalid_value", param="n")
     include_usage = stream and options.get("include_usage", False)
-    result = {"messages": clean, "stream": stream, "model": body.get("model"), "include_usage": include_usage}
-    for name, kinds in PASSTHROUGH.items():
-        if name in body and body[name] is not None:
-            value = body[name]
-            if not isinstance(value, kinds) or isinstance(value, bool):
-                raise InvalidRequest(f"`{name}` has the wrong type.", code="invalid_type")
-            result[name] = value
-    if not 1 <= result.get("n", 1) <= MAX_CHOICES:
-        raise InvalidRequest(f"`n` must be between 1 and {MAX_CHOICES}.", code="invalid_value")
-    if stream and result.get("n", 1) > 1:
-        raise InvalidRequest("A streamed completion has one choice: leave out `n`.", code="invalid_value")
-    return result
+    return {
+        "messages": clean, "stream": stream, "model": model_name(body.get("model")),
+        "include_usage": include_usage, **fields,
+    }  # fmt: skip

@@ -6,6 +6,7 @@ answer; a failure before the first byte gives the request back and answers 502.
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -33,6 +34,8 @@ from proxy.relay import Relayed, relay_openai_sse, relay_text
 from proxy.upstreams import UpstreamError
 from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
 
+log = logging.getLogger("tollgate.proxy")
+
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEY_QUERY_PARAMS = ("x-api-key", "api_key", "apikey", "key", "access_token")
 
@@ -59,7 +62,9 @@ def stream_response(relay, admission: Admission, extra: dict | None = None) -> R
 
 
 def model_api(answers: Answers) -> Callable[[Endpoint], Endpoint]:
-    """What every model API endpoint does first: 404 in aws mode, and bodies of 1 MB at most."""
+    """What every model API endpoint does first: 404 in aws mode, and bodies of 1 MB at most; and
+    how its failures are answered: 503 when the database cannot take it, 500 for anything else,
+    which stays that request's own (its traceback logged under its request id)."""
 
     def decorate(endpoint: Endpoint) -> Endpoint:
         async def checked(request: Request) -> Response:
@@ -73,8 +78,12 @@ def model_api(answers: Answers) -> Callable[[Endpoint], Endpoint]:
                 return answers.invalid(exc)
             try:
                 return await endpoint(request)
-            except QuotaStoreUnavailable:
-                return answers.unavailable()
+            except QuotaStoreUnavailable as exc:
+                return answers.unavailable(exc)
+            except Exception:
+                request_id = request.state.request_id
+                log.exception("request %s failed: %s %s", request_id, request.method, request.url.path)
+                return answers.internal_error(request_id)
 
         return checked
 
@@ -175,7 +184,7 @@ async def upstream_failed(answers: Answers, admission: Admission, meter: Meter) 
 async def query(request: Request) -> Response:
     meter: Meter = request.state.meter
     try:
-        conversation_id, text = parse_query(request.query_params)
+        conversation_id, text, model_name = parse_query(request.query_params)
     except InvalidRequest as exc:
         return QUERY.invalid(exc)
     presented = presented_key(request, bearer=False)
@@ -184,9 +193,7 @@ async def query(request: Request) -> Response:
         # Only a named conversation is kept; without `uuid` each request stands alone.
         history = await run_orm(conversations.query_history, presented=presented, external_id=conversation_id)
     messages = [*history, {"role": "user", "content": text}]
-    admission = await admit_request(
-        request, presented, model=request.query_params.get("model"), prompt_size=prompt_bytes(messages)
-    )
+    admission = await admit_request(request, presented, model=model_name, prompt_size=prompt_bytes(messages))
     if admission is None:
         return QUERY.forbidden()
     if not admission.admitted:
