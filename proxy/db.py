@@ -24,6 +24,7 @@ Failures are told apart, because they call for different answers:
 import asyncio
 import logging
 import sqlite3
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,8 +76,8 @@ class Breaker:
     """Open while the database cannot be reached: requests fail at once instead of each waiting out
     a connection attempt, and one probe at a time finds out when it is back."""
 
-    def __init__(self, probe: Callable[[], Awaitable[None]]) -> None:
-        self.probe = probe
+    def __init__(self, probe: Callable[[], Awaitable[None]], on_trip: Callable[[], None] = lambda: None) -> None:
+        self.probe, self.on_trip = probe, on_trip
         self.open = False
         self.healing: asyncio.Task | None = None
 
@@ -85,10 +86,11 @@ class Breaker:
             raise QuotaStoreUnavailable("the database cannot be reached")
 
     def trip(self, exc: BaseException) -> QuotaStoreUnavailable:
-        if not self.open:
-            self.open = True
+        self.open = True
+        if self.healing is None or self.healing.done():
             metrics.QUOTA_STORE_UP.set(0)
             log.warning("quota store unreachable (%s): answering 503 until it is back", describe(exc))
+            self.on_trip()
             self.healing = asyncio.get_running_loop().create_task(self._heal())
         return QuotaStoreUnavailable(describe(exc))
 
@@ -157,7 +159,9 @@ class PostgresDatabase(Database):
         )
         self.pool = self._new_pool()
         self.opened = False
-        self.breaker = Breaker(self._probe)
+        self.answered_at = float("-inf")  # when a statement last went through
+        self.checking: asyncio.Task | None = None
+        self.breaker = Breaker(self._probe, on_trip=self._drop_pool)
 
     def _new_pool(self) -> AsyncConnectionPool:
         return AsyncConnectionPool(
@@ -177,28 +181,45 @@ class PostgresDatabase(Database):
             self.opened = True
             await self.pool.open(wait=False)
 
-    async def _probe(self) -> None:
-        """One connection of its own, then a pool made anew: the old one's connections died with the
+    def _drop_pool(self) -> None:
+        """At a trip: the requests waiting for a connection are let go at once (PoolClosed), and the
+        next request after the heal opens a pool anew. The old pool's connections died with the
         server, and its reconnection attempts may be backing off for many seconds."""
+        old, self.pool, self.opened = self.pool, self._new_pool(), False
+        self.closing = asyncio.get_running_loop().create_task(old.close(timeout=0))
+
+    async def _probe(self) -> None:
         async with await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=1) as conn:
             await conn.execute("SELECT 1")
-        old, self.pool = self.pool, self._new_pool()
-        await self.pool.open(wait=False)
-        asyncio.get_running_loop().create_task(old.close(timeout=0))
 
     async def _classified(self, exc: Exception) -> Exception:
         """What a failed statement means for this request: an outage, a busy pool, or its own error."""
         if isinstance(exc, PoolTimeout):
-            try:  # busy, or no connection could be made? A connection of its own tells.
-                async with asyncio.timeout(PROBE_TIMEOUT):
-                    async with await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=1) as conn:
-                        await conn.execute("SELECT 1")
-            except (psycopg.Error, TimeoutError, OSError) as probe_failed:
-                return self.breaker.trip(probe_failed)
+            # Busy, or no connection could be made? A statement that went through while this one
+            # waited says busy; otherwise one connection of its own tells, shared by every request
+            # that timed out meanwhile (dozens of checks at once would fill the server's slots).
+            recently = time.monotonic() - self.answered_at < settings.DATABASE_POOL_TIMEOUT
+            if not recently and not await self._reachable():
+                return self.breaker.trip(exc)
             return QuotaStoreBusy(f"every pooled connection stayed busy for {settings.DATABASE_POOL_TIMEOUT} s")
         if postgres_outage(exc):
             return self.breaker.trip(exc)
         return exc
+
+    async def _reachable(self) -> bool:
+        if self.checking is None or self.checking.done():
+            self.checking = asyncio.get_running_loop().create_task(self._check())
+        return await asyncio.shield(self.checking)
+
+    async def _check(self) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._probe()
+        except psycopg.OperationalError as exc:
+            return exc.sqlstate == "53300"  # too many connections: up, and full
+        except (psycopg.Error, TimeoutError, OSError):
+            return False
+        return True
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
         self.breaker.check()
@@ -206,9 +227,11 @@ class PostgresDatabase(Database):
         try:
             async with self.pool.connection() as conn:
                 cursor = await conn.execute(sql, params)
-                return await cursor.fetchone() if fetch else cursor.rowcount
+                result = await cursor.fetchone() if fetch else cursor.rowcount
         except (psycopg.Error, PoolTimeout) as exc:
             raise await self._classified(exc) from exc
+        self.answered_at = time.monotonic()
+        return result
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
         self.breaker.check()
@@ -289,6 +312,7 @@ class SqliteDatabase(Database):
         }
 
     def _execute_batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
         try:
             with transaction.atomic(), db.cursor() as cursor:
@@ -300,6 +324,7 @@ class SqliteDatabase(Database):
                 db.close()
 
     def _execute(self, sql: str, params: dict[str, Any], fetch: bool):
+        self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
         adapted = self._adapted(params)
         try:
@@ -309,6 +334,10 @@ class SqliteDatabase(Database):
                     return cursor.rowcount
                 row = cursor.fetchone()
                 return dict(zip([c[0] for c in cursor.description], row, strict=True)) if row else None
+        except DatabaseError as exc:
+            if sqlite_outage(exc):
+                self.breaker.open = True  # the statements queued behind this one fail at once
+            raise
         finally:
             if db.errors_occurred:
                 db.close()
