@@ -30,6 +30,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "key__prefix",
         "key__owner__email",
         "model",
+        "endpoint",
         "status",
         "outcome",
         "prompt_tokens",
@@ -40,7 +41,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "request_id",
         "client_ip",
     ]
-    list_filter = ["outcome", ("model", ModelFilter), "estimated"]
+    list_filter = ["outcome", ("model", ModelFilter), "endpoint", "estimated"]
     list_select_related = ["key__owner"]
     search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model", "=client_ip"]
     date_hierarchy = "at"

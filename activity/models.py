@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from keys.models import ApiKey
+from proxy.models import ENDPOINTS
 
 
 class RequestLog(models.Model):
@@ -19,6 +20,12 @@ class RequestLog(models.Model):
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="requests")
     model = models.CharField(max_length=100, blank=True)
+    endpoint = models.CharField(
+        max_length=16,
+        blank=True,
+        choices=[(e, e) for e in ENDPOINTS],
+        help_text="/query and the chat page: chat.",
+    )
     at = models.DateTimeField(db_index=True)
     status = models.PositiveSmallIntegerField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices)

@@ -7,6 +7,7 @@ FIELDS = [
     "id",
     "key",
     "model",
+    "endpoint",
     "at",
     "status",
     "outcome",

@@ -12,17 +12,19 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from activity.models import RequestLog
 from chat import conversations
 from chat.models import Conversation
 from keys.backends import get_backend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey
 from keys.presenters import keys_with_usage, message
-from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, give_back
-from proxy.budget import prompt_bytes
-from proxy.catalog import open_stream
+from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit
+from proxy.endpoints.chat import text_call
+from proxy.ledger import ledger
 from proxy.meter import Meter
-from proxy.relay import OnDone, Relayed, relay_text
+from proxy.pipeline import text_stream
+from proxy.relay import OnDone, Relayed
 from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
 from proxy.validation import MAX_MESSAGE_CHARS
 
@@ -114,10 +116,21 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     if gateway_key is not None:  # a gateway (API Gateway) meters this key: the message goes through it
         return await _via_gateway(gateway_key, conversation, text)
     meter = Meter(request_id=uuid.uuid4().hex, client_ip=request.META.get("REMOTE_ADDR"))
+    with ledger().answering_one():  # a shutdown waits for what this message records
+        response = await _answer(meter, key, user, conversation, text)
+    if isinstance(response, StreamingHttpResponse):
+        response.streaming_content = _logged(meter, response.streaming_content, request.path)
+    else:
+        meter.finished("POST", request.path, response.status_code)
+    return response
+
+
+async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, text: str) -> HttpResponse:
+    """The message through the model API's pipeline, as `/query` sends it."""
     earlier = await sync_to_async(conversations.history)(conversation)
-    messages = [*earlier, {"role": "user", "content": text}]
+    call = text_call([*earlier, {"role": "user", "content": text}])
     try:
-        admission = await admit(key_id=key.pk, owner_id=user.pk, prompt_size=prompt_bytes(messages))
+        admission = await admit(call=call, key_id=key.pk, owner_id=user.pk)
     except QuotaStoreUnavailable:
         return message("Tollgate cannot reach its database right now.", HTTPStatus.SERVICE_UNAVAILABLE)
     if not admission.admitted:
@@ -125,16 +138,22 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
         meter.refused(admission, response.status_code)
         return response
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
-    body = {"messages": messages, **admission.upstream_bound()}
     try:
-        model, first, stream = await meter.waiting(admission, open_stream(admission.route, body))
+        relay = await text_stream(admission, call, meter, _keep_answer(conversation))
     except UpstreamError:
-        await give_back(admission)
-        meter.failed(admission, HTTPStatus.BAD_GATEWAY)
         return message("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
-    meter.answered()
-    on_done = meter.when_done(admission, model.name, then=_keep_answer(conversation))
-    return _stream_response(conversation, first, stream, on_done, admission.headers())
+    return _stream_response(conversation, relay, admission.headers())
+
+
+async def _logged(meter: Meter, relay, path: str):
+    """The relay, and the request's log line when it ends, as the model API writes one."""
+    with ledger().answering_one():
+        try:
+            async for chunk in relay:
+                yield chunk
+        finally:
+            await relay.aclose()
+            meter.finished("POST", path, HTTPStatus.OK)
 
 
 def _keep_answer(conversation: Conversation) -> OnDone:
@@ -146,11 +165,9 @@ def _keep_answer(conversation: Conversation) -> OnDone:
     return keep
 
 
-def _stream_response(
-    conversation: Conversation, first, stream, on_done: OnDone, headers: dict
-) -> StreamingHttpResponse:
+def _stream_response(conversation: Conversation, stream, headers: dict) -> StreamingHttpResponse:
     return StreamingHttpResponse(
-        relay_text(first, stream, on_done=on_done),
+        stream,
         content_type="text/event-stream; charset=utf-8",
         headers={
             "Cache-Control": "no-cache",
@@ -178,4 +195,18 @@ async def _via_gateway(value: str, conversation: Conversation, text: str) -> Htt
         return message("API Gateway refused this key.", HTTPStatus.FORBIDDEN)
     except UpstreamError:
         return message("The gateway did not answer.", HTTPStatus.BAD_GATEWAY)
-    return _stream_response(conversation, first, stream, _keep_answer(conversation), {})
+    return _stream_response(conversation, gateway_relay(first, stream, _keep_answer(conversation)), {})
+
+
+async def gateway_relay(first: str, stream, on_done: OnDone):
+    """The gateway's answer as it comes; the turn is kept when it ends, however it ends."""
+    relayed = Relayed(parts=[first])
+    try:
+        yield first.encode()
+        async for text in stream:
+            relayed.parts.append(text)
+            yield text.encode()
+        relayed.outcome = RequestLog.Outcome.OK
+    finally:
+        await stream.aclose()
+        await on_done(relayed)

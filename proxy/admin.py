@@ -23,11 +23,12 @@ class LanguageModelAdmin(admin.ModelAdmin):
         "api_key_env",
         "api_key_status",
         "max_output_tokens",
+        "endpoints",
         "active",
     ]
     list_filter = ["active"]
     search_fields = ["name", "upstream_model", "base_url", "api_key_env"]
-    fields = [*list_display, "updated"]
+    fields = [*list_display, "context_window", "max_media_tokens", "extra_fields", "updated"]
     readonly_fields = ["api_key_status", "updated"]
     inlines = [FallbackInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

@@ -22,6 +22,8 @@ from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate
 from proxy import budget
 from proxy.catalog import ServedModel, catalog
 from proxy.db import QuotaStoreUnavailable, database
+from proxy.endpoints import Call
+from proxy.validation import InvalidRequest
 
 log = logging.getLogger("tollgate.proxy")
 
@@ -29,11 +31,10 @@ __all__ = ["Admission", "KeyTerms", "Outcome", "QuotaStoreUnavailable", "admit",
 
 KEYS, PLANS, USAGE = ApiKey._meta.db_table, Plan._meta.db_table, Usage._meta.db_table
 
-# A usable key with its plan's terms, and whether `last_used` is over a minute old.
+# A usable key with its plan's terms.
 KEY_SQL = (
     "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
-    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens, "
-    "(k.last_used IS NULL OR k.last_used < %(stale_before)s) AS last_used_stale "
+    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens "
     f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
     "WHERE {match} AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %(now)s)"
 )
@@ -58,7 +59,6 @@ GIVE_BACK_SQL = (
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s AND requests > 0"
 )
 USED_SQL = f"SELECT requests, tokens FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
-TOUCH_SQL = f"UPDATE {KEYS} SET last_used = %(now)s WHERE id = %(key_id)s"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,6 @@ class KeyTerms:
     burst_limit: int | None
     token_quota: int | None
     max_output_tokens: int | None
-    last_used_stale: bool
 
     @property
     def period_word(self) -> str:
@@ -97,12 +96,14 @@ class Admission:
     now: datetime
     key: KeyTerms | None = None
     route: tuple[ServedModel, ...] = ()  # the model asked for, then its fallbacks
+    endpoint: str = ""  # chat, completions, embeddings or responses
+    serves: tuple[str, ...] = ()  # MODEL_NOT_FOUND for an endpoint: the ones the model serves
     used: int = 0
     window_start: date | None = None
     resets_at: datetime | None = None
     tokens_used: int = 0  # the window's tokens, this request's reservation included
-    prompt_size: int = 0  # the prompt's bound in bytes (proxy/budget.py)
-    reserved: int = 0  # tokens reserved: the prompt's bound plus max_tokens
+    prompt_size: int = 0  # the prompt's bound in tokens (proxy/budget.py)
+    reserved: int = 0  # tokens reserved: the prompt's bound plus the answer's, for each choice
     max_tokens: int | None = None  # the answer's bound, sent upstream; None: nothing bounds it
     capped: bool = False  # the request asked for more than its plan or model allows
 
@@ -117,10 +118,6 @@ class Admission:
     @property
     def remaining(self) -> int:
         return max(self.limit - self.used, 0)
-
-    def upstream_bound(self) -> dict[str, int]:
-        """The answer's bound as the upstream reads it (`max_tokens`), when there is one."""
-        return {} if self.max_tokens is None else {"max_tokens": self.max_tokens}
 
     @property
     def token_budget(self) -> int | None:
@@ -193,48 +190,56 @@ async def authenticate(
 
     A malformed key never reaches the database; the digest is compared by its unique index.
     """
-    times = {"now": now, "stale_before": now - timedelta(minutes=1)}
+    times = {"now": now}
     if key_id is not None:
         row = await database().one(KEY_BY_ID_SQL, {**times, "key_id": key_id, "owner_id": owner_id})
     elif tokens.is_well_formed(presented):
         row = await database().one(KEY_BY_DIGEST_SQL, {**times, "digest": tokens.digest(presented)})
     else:
         row = None
-    return KeyTerms(**{**row, "last_used_stale": bool(row["last_used_stale"])}) if row else None
+    return KeyTerms(**row) if row else None
 
 
 async def admit(
     *,
+    call: Call,
     presented: str = "",
     key_id: int | None = None,
     owner_id: int | None = None,
-    model: str | None = None,
-    prompt_size: int = 0,
-    max_tokens: int | None = None,
-    choices: int = 1,
     now: datetime | None = None,
 ) -> Admission:
     """Authenticate, check the model, throttle, then count one request and reserve its tokens;
-    in that order, so that nothing refused is counted. `prompt_size` is the prompt's bound in bytes
-    and `max_tokens` the answer's bound the request asked for, if any, for each of its `choices`
-    (proxy/budget.py).
-    Raises QuotaStoreUnavailable: callers fail closed."""
+    in that order, so that nothing refused is counted.
+    Raises InvalidRequest for a call the model cannot bound, QuotaStoreUnavailable: callers fail closed."""
     now = now or timezone.now()
     key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
     if key is None:
-        return Admission(Outcome.FORBIDDEN, now)
-    route = (await catalog()).route(key.plan_id, model)
+        return Admission(Outcome.FORBIDDEN, now, endpoint=call.endpoint.name)
+    served = await catalog()
+    model = served.granted(key.plan_id, call.model)
+    route = served.route(model, call.endpoint.name) if model else ()
+    if call.whole_context:  # only a model with a context window bounds the earlier turns
+        route = tuple(m for m in route if m.context_window)
+        if model is not None and not route:
+            raise InvalidRequest(
+                f"The model {model.name} has no context window set, so earlier turns cannot be reserved for: "
+                "send the whole conversation instead of previous_response_id.",
+                param="previous_response_id",
+            )
     if not route:
-        return Admission(Outcome.MODEL_NOT_FOUND, now, key)
+        serves = tuple(sorted(model.endpoints)) if model else ()
+        return Admission(Outcome.MODEL_NOT_FOUND, now, key, endpoint=call.endpoint.name, serves=serves)
     window_start, resets_at = quota_window(key.period, now)
     window = {"key_id": key.key_id, "window_start": window_start}
     bound = budget.output_bound(
-        max_tokens, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.token_quota is not None
+        call.asked, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.token_quota is not None
     )
+    prompt = budget.prompt_bound(call, route)
+    reserved = budget.reservation(prompt_size=prompt, bound=bound if call.bound_field else None, choices=call.choices)
     terms = {
-        "now": now, "key": key, "route": route, "window_start": window_start, "prompt_size": prompt_size,
-        "reserved": budget.reservation(prompt_size=prompt_size, bound=bound, choices=choices), "max_tokens": bound,
-        "capped": max_tokens is not None and bound is not None and max_tokens > bound,
+        "now": now, "key": key, "route": route, "endpoint": call.endpoint.name, "window_start": window_start,
+        "prompt_size": prompt, "reserved": reserved, "max_tokens": bound if call.bound_field else None,
+        "capped": call.asked is not None and bound is not None and call.asked > bound,
     }  # fmt: skip
     if await _throttled(key):
         used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
@@ -249,8 +254,6 @@ async def admit(
         used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
         outcome = Outcome.LIMITED if used["requests"] >= key.quota else Outcome.TOKENS_LIMITED
         return Admission(outcome, used=used["requests"], tokens_used=used["tokens"], resets_at=resets_at, **terms)
-    if key.last_used_stale:
-        await database().run(TOUCH_SQL, {"now": now, "key_id": key.key_id})
     return Admission(Outcome.ADMITTED, used=row["requests"], tokens_used=row["tokens"], resets_at=resets_at, **terms)
 
 

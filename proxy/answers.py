@@ -3,13 +3,19 @@
 Each style answers the same questions, so the views never build an error body themselves.
 """
 
+import json
 from http import HTTPStatus
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from proxy.admission import Admission, Outcome
 from proxy.db import QuotaStoreUnavailable
+from proxy.upstreams import UpstreamError
 from proxy.validation import InvalidRequest
+
+ENDPOINT_PATHS = {
+    "chat": "chat/completions", "completions": "completions", "embeddings": "embeddings", "responses": "responses",
+}  # fmt: skip
 
 
 class QueryAnswers:
@@ -64,6 +70,12 @@ class OpenAIAnswers:
         match admission.outcome:
             case Outcome.FORBIDDEN:
                 return self.forbidden()
+            case Outcome.MODEL_NOT_FOUND if admission.serves:
+                text = (
+                    f"This model does not serve /v1/{ENDPOINT_PATHS[admission.endpoint]}; "
+                    f"it serves {', '.join(ENDPOINT_PATHS[e] for e in admission.serves)}. GET /v1/models lists them."
+                )
+                return self.error(HTTPStatus.NOT_FOUND, text, type_="invalid_request_error", code="model_not_found")
             case Outcome.MODEL_NOT_FOUND:
                 text = "Model not found, or not one this key's plan may use. GET /v1/models lists them."
                 return self.error(HTTPStatus.NOT_FOUND, text, type_="invalid_request_error", code="model_not_found")
@@ -93,6 +105,16 @@ class OpenAIAnswers:
     def internal_error(self, request_id: str) -> JSONResponse:
         text = f"Tollgate failed to answer this request; its log names it by request id {request_id}."
         return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, text, type_="server_error", code="internal_error")
+
+    def upstream_refused(self, exc: UpstreamError) -> Response:
+        """The model refused the request's content (400, 404, 413, 422): its own words, not counted."""
+        try:
+            if isinstance(json.loads(exc.body)["error"], dict):  # OpenAI's shape already: as it came
+                return Response(exc.body, status_code=exc.status, media_type="application/json")
+        except (ValueError, KeyError, TypeError):
+            pass
+        text = exc.body.decode(errors="replace")[:500] or f"The model refused the request ({exc.status})."
+        return self.error(exc.status, text, type_="invalid_request_error", code="upstream_refused")
 
     def bad_gateway(self) -> JSONResponse:
         text = "The model did not answer. The request was not counted."

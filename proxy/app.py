@@ -24,6 +24,7 @@ from starlette.routing import Route
 from proxy import metrics, views
 from proxy.catalog import catalog
 from proxy.db import QuotaStoreUnavailable, close_database, database
+from proxy.endpoints import chat, completions, embeddings, responses
 from proxy.ledger import close_ledger, ledger
 from proxy.meter import Meter
 from proxy.upstreams import close_clients
@@ -41,6 +42,7 @@ CORS_EXPOSE_HEADERS = [
     "x-should-retry", "x-request-id", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens", "x-max-tokens-capped",
 ]  # fmt: skip
+OPENAI_ENDPOINTS = (chat.ENDPOINT, completions.ENDPOINT, embeddings.ENDPOINT, responses.ENDPOINT)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -138,7 +140,7 @@ def model_api_app() -> Starlette:
     return Starlette(
         routes=[
             Route("/query", views.query, methods=["GET"]),
-            Route("/v1/chat/completions", views.chat_completions, methods=["POST"]),
+            *(Route(f"/v1{e.path}", views.openai_view(e), methods=["POST"]) for e in OPENAI_ENDPOINTS),
             Route("/v1/models", views.models, methods=["GET"]),
             Route("/metrics", metrics.scrape, methods=["GET"]),
         ],

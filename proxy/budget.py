@@ -56,6 +56,17 @@ def output_bound(*caps: int | None, budgeted: bool) -> int | None:
     return DEFAULT_OUTPUT_BOUND if budgeted else None
 
 
+def prompt_bound(call, route) -> int:
+    """The prompt's bound in tokens for the models of `route` (any may answer, so the largest): its
+    bytes, plus each media part at the model's `max_media_tokens`; capped by the context window
+    where every model has one, and the window itself where earlier turns are re-read upstream."""
+    windows = [model.context_window for model in route]
+    if call.whole_context:
+        return max(windows)
+    size = call.prompt_size + call.media_parts * max(model.max_media_tokens for model in route)
+    return min(size, max(windows)) if all(windows) else size
+
+
 def reservation(*, prompt_size: int, bound: int | None, choices: int) -> int:
     """What a request reserves: its prompt's bound, plus its answer's bound for each choice. Its
     inputs are checked before (proxy/validation.py); should a bug pass anything else, the request
@@ -65,27 +76,29 @@ def reservation(*, prompt_size: int, bound: int | None, choices: int) -> int:
     return prompt_size + choices * (bound or 0)
 
 
-def estimate(*, prompt_size: int, answer: str) -> TokenCount:
-    """Tokens of a request whose upstream did not report them, from the bytes that went each way."""
-    answer_size = len(answer.encode())
+def estimate(*, prompt_size: int, output_size: int) -> TokenCount:
+    """Tokens of a request whose upstream did not report them: from the prompt's bound and the
+    characters of the answer that came back."""
     return TokenCount(
         math.ceil(prompt_size / BYTES_PER_TOKEN_ESTIMATE),
-        math.ceil(answer_size / BYTES_PER_TOKEN_ESTIMATE),  # at least 1 for any output
+        math.ceil(output_size / BYTES_PER_TOKEN_ESTIMATE),  # at least 1 for any output
     )
 
 
-def charge(*, reported: TokenCount | None, cap: int | None, prompt_size: int, answer: str) -> tuple[TokenCount, bool]:
+def charge(
+    *, reported: TokenCount | None, cap: int | None, prompt_size: int, output_size: int
+) -> tuple[TokenCount, bool]:
     """What a finished request is charged, and whether that is an estimate.
 
     The reported usage as it is; an estimate without a report. On a plan with a budget, never
     more than `cap`, the request's reservation, so the budget that covered the reservation covers
     the charge (an upstream that honours `max_tokens` never reports more).
     """
-    counted = reported if reported is not None else estimate(prompt_size=prompt_size, answer=answer)
+    counted = reported if reported is not None else estimate(prompt_size=prompt_size, output_size=output_size)
     if cap is None or counted.total <= cap:
         return counted, reported is None
     prompt = min(counted.prompt_tokens, cap)
     completion = min(counted.completion_tokens, cap - prompt)
-    if answer and completion == 0 and prompt > 0:
+    if output_size and completion == 0 and prompt > 0:
         prompt, completion = prompt - 1, 1  # output was produced: it is never charged as none
     return TokenCount(prompt, completion), True

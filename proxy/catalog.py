@@ -18,8 +18,10 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from keys.models import Plan
 from proxy import metrics
-from proxy.models import Fallback, LanguageModel
-from proxy.upstreams import Upstream, UpstreamError, upstream_client
+from proxy.demo import DemoModel
+from proxy.endpoints import Call
+from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, Fallback, LanguageModel
+from proxy.upstreams import OpenAICompatible, Upstream, UpstreamError
 
 SNAPSHOT_SECONDS = 5.0
 
@@ -28,8 +30,13 @@ SNAPSHOT_SECONDS = 5.0
 class ServedModel:
     name: str
     client: Upstream = field(repr=False)
+    upstream_model: str = ""
     max_output_tokens: int | None = None
     fallbacks: tuple[str, ...] = ()
+    endpoints: frozenset[str] = frozenset(DEFAULT_ENDPOINTS)
+    context_window: int | None = None
+    max_media_tokens: int = DEFAULT_MAX_MEDIA_TOKENS
+    extra_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,24 @@ class Catalog:
         granted = self.grants.get(plan_id)
         return [m for name, m in sorted(self.models.items()) if granted is None or name in granted]
 
-    def route(self, plan_id: int, name: str | None) -> tuple[ServedModel, ...]:
-        """The model asked for (or the default) and its active fallbacks, in order; () if the
-        plan may not use it. Fallbacks are the operator's routing: they need no grant."""
+    def granted(self, plan_id: int, name: str | None) -> ServedModel | None:
+        """The model asked for (or the default), if the plan may use it."""
         name = name or self.default
         granted = self.grants.get(plan_id)
-        model = self.models.get(name)
-        if model is None or (granted is not None and name not in granted):
-            return ()
-        return (model, *(self.models[f] for f in model.fallbacks if f in self.models))
+        return self.models.get(name) if granted is None or name in granted else None
+
+    def route(self, model: ServedModel, endpoint: str) -> tuple[ServedModel, ...]:
+        """The model and its active fallbacks that serve `endpoint`, in order. Fallbacks are the
+        operator's routing: they need no grant."""
+        fallbacks = (self.models[f] for f in model.fallbacks if f in self.models)
+        return tuple(m for m in (model, *fallbacks) if endpoint in m.endpoints)
+
+
+def upstream_client(base_url: str, api_key: str) -> Upstream:
+    """The client for one model: its OpenAI-compatible upstream, or the demo model without one."""
+    if not base_url:
+        return DemoModel(pause=settings.DEMO_MODEL_PAUSE)
+    return OpenAICompatible(base_url=base_url.rstrip("/"), api_key=api_key)
 
 
 def catalog_build() -> Catalog:
@@ -59,20 +75,22 @@ def catalog_build() -> Catalog:
     for row in LanguageModel.objects.filter(active=True).prefetch_related("fallback_links__to"):
         models[row.name] = ServedModel(
             name=row.name,
-            client=upstream_client(
-                base_url=row.base_url,
-                api_key=os.environ.get(row.api_key_env, "") if row.api_key_env else "",
-                model=row.upstream_model or row.name,
-            ),
+            client=upstream_client(row.base_url, os.environ.get(row.api_key_env, "") if row.api_key_env else ""),
+            upstream_model=row.upstream_model or row.name,
             max_output_tokens=row.max_output_tokens,
             fallbacks=tuple(link.to.name for link in row.fallback_links.all()),
+            endpoints=frozenset(row.endpoints),
+            context_window=row.context_window,
+            max_media_tokens=row.max_media_tokens,
+            extra_fields=frozenset(row.extra_fields),
         )
     if settings.LLM_MODEL not in models and (settings.LLM_BASE_URL or not models):
+        endpoints = DEFAULT_ENDPOINTS if settings.LLM_BASE_URL else [*DEFAULT_ENDPOINTS, "embeddings"]
         models[settings.LLM_MODEL] = ServedModel(
             name=settings.LLM_MODEL,
-            client=upstream_client(
-                base_url=settings.LLM_BASE_URL, api_key=settings.LLM_API_KEY, model=settings.LLM_MODEL
-            ),
+            client=upstream_client(settings.LLM_BASE_URL, settings.LLM_API_KEY),
+            upstream_model=settings.LLM_MODEL,
+            endpoints=frozenset(endpoints),
         )
     grants: dict[int, set[str]] = {}
     for plan_id, name in Plan.models.through.objects.values_list("plan_id", "languagemodel__name"):
@@ -117,13 +135,24 @@ async def catalog() -> Catalog:
 # --- fallbacks ------------------------------------------------------------------------------
 
 
-async def complete(route: Sequence[ServedModel], body: dict) -> tuple[ServedModel, dict]:
-    """The first model on the route that answers; UpstreamError when none does."""
+async def ask(
+    route: Sequence[ServedModel], call: Call, bound: int | None
+) -> tuple[ServedModel, bytes, AsyncIterator[bytes] | None]:
+    """The first model on the route that answers: it, and its whole answer, or a stream's first
+    event and the rest. Raises UpstreamError when none does."""
     error = UpstreamError("no model to ask")
     for model in route:
         asked = time.monotonic()
+        payload = call.upstream_payload(
+            upstream_model=model.upstream_model, extra_fields=model.extra_fields, bound=bound
+        )
         try:
-            answer = await model.client.complete(body)
+            answer = await model.client.send(call.endpoint.path, payload, stream=call.stream)
+            first = answer.body
+            if answer.events is not None:
+                first = await anext(answer.events, b"")
+                if not first:
+                    raise UpstreamError("upstream stream ended before its first event", reason="bad_answer")
         except UpstreamError as exc:
             metrics.UPSTREAM_ERRORS.labels(model.name, exc.reason).inc()
             error = exc
@@ -131,28 +160,5 @@ async def complete(route: Sequence[ServedModel], body: dict) -> tuple[ServedMode
                 break
         else:
             metrics.UPSTREAM_TTFB.labels(model.name).observe(time.monotonic() - asked)
-            return model, answer
-    raise error
-
-
-async def open_stream(route: Sequence[ServedModel], body: dict) -> tuple[ServedModel, str, AsyncIterator[str]]:
-    """The first model on the route whose stream starts: it, its first text, and the rest."""
-    error = UpstreamError("no model to ask")
-    for model in route:
-        asked = time.monotonic()
-        stream = model.client.stream(body)
-        try:
-            first = ""
-            async for text in stream:
-                if text:
-                    first = text
-                    break
-        except UpstreamError as exc:
-            metrics.UPSTREAM_ERRORS.labels(model.name, exc.reason).inc()
-            error = exc
-            if not exc.retryable:
-                break
-        else:
-            metrics.UPSTREAM_TTFB.labels(model.name).observe(time.monotonic() - asked)
-            return model, first, stream
+            return model, first, answer.events
     raise error

@@ -17,7 +17,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from keys.models import Plan
-from proxy.models import Fallback, LanguageModel
+from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, Fallback, LanguageModel
 
 
 class ConfigError(Exception):
@@ -74,13 +74,19 @@ def period(value: Any) -> str:
     return value
 
 
-def model_names(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise _refused("a list of model names", value)
-    for item in value:
-        if value.count(item) > 1:
-            raise ValueError(f'names "{item}" twice')
-    return value
+def names(what: str) -> Callable[[Any], list[str]]:
+    def check(value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise _refused(f"a list of {what}", value)
+        for item in value:
+            if value.count(item) > 1:
+                raise ValueError(f'names "{item}" twice')
+        return value
+
+    return check
+
+
+model_names = names("model names")
 
 
 REQUIRED = object()
@@ -108,6 +114,10 @@ MODEL = Schema(
         "upstream_model": Field("upstream_model", text, ""),
         "api_key_env": Field("api_key_env", text, ""),
         "max_output_tokens": Field("max_output_tokens", count, None),
+        "endpoints": Field("endpoints", names("endpoints"), DEFAULT_ENDPOINTS),
+        "context_window": Field("context_window", count, None),
+        "max_media_tokens": Field("max_media_tokens", count, DEFAULT_MAX_MEDIA_TOKENS),
+        "extra_fields": Field("extra_fields", names("field names"), []),
         "active": Field("active", flag, True),
         "fallbacks": Field("fallbacks", model_names, []),
     },

@@ -46,6 +46,13 @@ SETTLE_SQL = (
     f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s "  # noqa: S608
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s"
 )
+# When each key was last used: once per key and batch, and never backwards (the ledger of another
+# worker may have written a later time). Off the hot path: every request of a burst would otherwise
+# queue on the key's row lock.
+TOUCH_SQL = (
+    f"UPDATE {KEYS} SET last_used = %(at)s WHERE id = %(key_id)s "  # noqa: S608
+    "AND (last_used IS NULL OR last_used < %(at)s)"
+)
 # Failed authentications add up per address and minute; the first samples written stay.
 AUTH_FAILURE_SQL = (
     f"INSERT INTO {FAILURES} (ip, minute, failures, last_seen, samples) "  # noqa: S608
@@ -56,10 +63,11 @@ AUTH_FAILURE_SQL = (
 )
 # A key deleted since the request leaves no row (and does not fail the batch).
 LOG_SQL = (
-    f"INSERT INTO {LOG} (key_id, model, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
+    f"INSERT INTO {LOG} (key_id, model, endpoint, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
     "estimated, ttfb_ms, duration_ms, request_id, client_ip) "
-    "SELECT %(key_id)s, %(model)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, %(completion_tokens)s, "
-    "%(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s, %(client_ip)s "
+    "SELECT %(key_id)s, %(model)s, %(endpoint)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, "
+    "%(completion_tokens)s, %(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s, "
+    "%(client_ip)s "
     f"WHERE EXISTS (SELECT 1 FROM {KEYS} WHERE id = %(key_id)s)"
 )
 
@@ -77,9 +85,11 @@ class Entry:
     duration_ms: int
     ttfb_ms: int | None = None
     client_ip: str | None = None
+    endpoint: str = ""
     tokens: TokenCount = TokenCount(0, 0)
     estimated: bool = False
     window_start: date | None = None
+    admitted: bool = False  # counted against the quota (and maybe given back since)
     reserved: int | None = None  # None: nothing to settle (refused, or given back already)
     requests_used: int = 0  # for the alerts: the window's count after this request
     quota: int = 0
@@ -93,7 +103,7 @@ class Entry:
 
     def log_row(self) -> dict:
         return {
-            "key_id": self.key_id, "model": self.model, "at": self.at, "status": self.status,
+            "key_id": self.key_id, "model": self.model, "endpoint": self.endpoint, "at": self.at, "status": self.status,
             "outcome": self.outcome, "prompt_tokens": self.tokens.prompt_tokens,
             "completion_tokens": self.tokens.completion_tokens, "estimated": self.estimated,
             "ttfb_ms": self.ttfb_ms, "duration_ms": self.duration_ms, "request_id": self.request_id,
@@ -194,7 +204,12 @@ class Ledger:
     @staticmethod
     def _steps(entries: list[Entry]) -> list[tuple[str, list[dict]]]:
         settlements = [e.settlement() for e in entries if e.reserved is not None]
-        return [(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in entries])]
+        used: dict[int, datetime] = {}
+        for e in entries:
+            if e.admitted:
+                used[e.key_id] = max(e.at, used.get(e.key_id, e.at))
+        touches = [{"key_id": key_id, "at": at} for key_id, at in sorted(used.items())]
+        return [(SETTLE_SQL, settlements), (LOG_SQL, [e.log_row() for e in entries]), (TOUCH_SQL, touches)]
 
     async def _write_each(self, batch: list[Entry], failures: dict) -> bool:
         """Each entry in its own transaction, then the tallies: what is valid is written, what is

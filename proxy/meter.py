@@ -36,7 +36,7 @@ REFUSED_OUTCOMES = {
     Outcome.MODEL_NOT_FOUND: RequestLog.Outcome.INVALID,
 }
 LINE = (
-    "%(method)s %(path)s %(status)s %(outcome)s key=%(key_id)s model=%(model)s "
+    "%(method)s %(path)s %(status)s %(outcome)s key=%(key_id)s model=%(model)s endpoint=%(endpoint)s "
     "tokens=%(prompt_tokens)s+%(completion_tokens)s %(duration_ms)sms ttfb=%(ttfb_ms)s id=%(request_id)s"
 )
 
@@ -73,7 +73,7 @@ class Meter:
         self.entry = Entry(
             key_id=admission.key.key_id, at=admission.now, request_id=self.request_id, client_ip=self.client_ip,
             window_start=admission.window_start, requests_used=admission.used, quota=admission.key.quota,
-            token_budget=admission.token_budget, **self._times(), **fields,
+            token_budget=admission.token_budget, endpoint=admission.endpoint, **self._times(), **fields,
         )  # fmt: skip
         ledger().add(self.entry)
         metrics.REQUESTS.labels(self.entry.model, self.entry.outcome).inc()
@@ -90,7 +90,9 @@ class Meter:
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):
                 await give_back(admission)
-            self._record(admission, status=CLIENT_CLOSED_REQUEST, outcome=RequestLog.Outcome.CLIENT_GONE, model="")
+            self._record(
+                admission, status=CLIENT_CLOSED_REQUEST, outcome=RequestLog.Outcome.CLIENT_GONE, model="", admitted=True
+            )
             raise
 
     def refused(self, admission: Admission, status: int) -> None:
@@ -98,19 +100,28 @@ class Meter:
         if admission.key is not None:
             self._record(admission, status=status, outcome=REFUSED_OUTCOMES[admission.outcome], model="")
 
-    def failed(self, admission: Admission, status: int, model: str = "") -> None:
-        """Every model failed before the first byte; the request was given back already."""
-        self._record(admission, status=status, outcome=RequestLog.Outcome.UPSTREAM_ERROR, model=model)
+    def failed(self, admission: Admission, status: int, outcome: str = RequestLog.Outcome.UPSTREAM_ERROR) -> None:
+        """Every model failed before the first byte, or refused the request's content; it was given back."""
+        self._record(admission, status=status, outcome=outcome, model="", admitted=True)
 
     def settled(
-        self, admission: Admission, *, model: str, status: int, outcome: str, reported: TokenCount | None, answer: str
+        self,
+        admission: Admission,
+        *,
+        model: str,
+        status: int,
+        outcome: str,
+        reported: TokenCount | None,
+        output_size: int,
     ) -> TokenCount:
         """The request ended: charge it, at what the upstream reported or else an estimate."""
         cap = admission.reserved if admission.token_budget is not None else None
-        tokens, estimated = charge(reported=reported, cap=cap, prompt_size=admission.prompt_size, answer=answer)
+        tokens, estimated = charge(
+            reported=reported, cap=cap, prompt_size=admission.prompt_size, output_size=output_size
+        )
         self._record(
             admission, status=status, outcome=outcome, model=model, tokens=tokens, estimated=estimated,
-            reserved=admission.reserved,
+            reserved=admission.reserved, admitted=True,
         )  # fmt: skip
         return tokens
 
@@ -122,7 +133,7 @@ class Meter:
                 metrics.UPSTREAM_ERRORS.labels(model, "broken").inc()
             self.settled(
                 admission, model=model, status=HTTPStatus.OK, outcome=relayed.outcome, reported=relayed.usage,
-                answer=relayed.answer,
+                output_size=relayed.output_size,
             )  # fmt: skip
             if then is not None:
                 await then(relayed)
@@ -141,7 +152,8 @@ class Meter:
         line = {
             "request_id": self.request_id, "method": method, "path": path, "status": status,
             "outcome": entry.outcome if entry else outcome_of(status), "key_id": entry.key_id if entry else None,
-            "model": entry.model if entry else "", "prompt_tokens": tokens.prompt_tokens,
-            "completion_tokens": tokens.completion_tokens, **times, "client_ip": self.client_ip,
+            "model": entry.model if entry else "", "endpoint": entry.endpoint if entry else "",
+            "prompt_tokens": tokens.prompt_tokens, "completion_tokens": tokens.completion_tokens, **times,
+            "client_ip": self.client_ip,
         }  # fmt: skip
         request_log.info(LINE, line, extra=line)

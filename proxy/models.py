@@ -6,6 +6,33 @@ from django.db import models
 
 from keys.models import MAX_OUTPUT_TOKENS, bounded
 
+ENDPOINTS = ("chat", "completions", "responses", "embeddings")
+DEFAULT_ENDPOINTS = ["chat", "completions", "responses"]
+DEFAULT_MAX_MEDIA_TOKENS = 3000
+FIELD_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "A field's name, like top_k.")
+
+
+def default_endpoints() -> list[str]:
+    return list(DEFAULT_ENDPOINTS)
+
+
+def validate_endpoints(value) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(e in ENDPOINTS for e in value)
+        or len(set(value)) < len(value)
+    ):
+        raise ValidationError(f"A list of endpoints from {', '.join(ENDPOINTS)}, each once.")
+
+
+def validate_field_names(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError("A list of field names.")
+    for name in value:
+        FIELD_NAME(name)
+
+
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable's name, like FAST_API_KEY.")
 
 
@@ -34,6 +61,29 @@ class LanguageModel(models.Model):
         blank=True,
         validators=bounded(MAX_OUTPUT_TOKENS),
         help_text="Optional cap on the tokens one answer may produce.",
+    )
+    endpoints = models.JSONField(
+        default=default_endpoints,
+        validators=[validate_endpoints],
+        help_text=f"The endpoints it serves, from {', '.join(ENDPOINTS)}.",
+    )
+    context_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=bounded(MAX_OUTPUT_TOKENS),
+        help_text="Optional: the most tokens a prompt can hold. Bounds the prompt's reservation; "
+        "needed for previous_response_id.",
+    )
+    max_media_tokens = models.PositiveIntegerField(
+        default=DEFAULT_MAX_MEDIA_TOKENS,
+        validators=bounded(MAX_OUTPUT_TOKENS),
+        help_text="Tokens reserved for each image, audio or file part of a prompt.",
+    )
+    extra_fields = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_field_names],
+        help_text="Request fields beyond OpenAI's that this upstream takes (vLLM's top_k, say).",
     )
     fallbacks = models.ManyToManyField("self", through="Fallback", symmetrical=False, related_name="+", blank=True)
     active = models.BooleanField(default=True)

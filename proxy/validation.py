@@ -16,13 +16,11 @@ from keys.models import MAX_OUTPUT_TOKENS
 
 MAX_BODY_BYTES = 1_000_000
 MAX_MESSAGE_CHARS = 32_000
-MAX_MESSAGES = 200
 MAX_CONVERSATION_ID = 100
 MAX_MODEL_NAME = 100
 MAX_CHOICES = 8  # `n` and `best_of`: each choice is another answer to reserve tokens for
 MAX_STOP_SEQUENCES = 4
 MAX_LOGIT_BIAS = 300
-ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 class InvalidRequest(Exception):
@@ -193,45 +191,3 @@ def parse_query(params) -> tuple[str, str, str | None]:
         # Conversations are stored, and databases refuse NUL characters in text.
         raise InvalidRequest("message and uuid cannot contain NUL characters.")
     return conversation, message, model_name(params.get("model"))
-
-
-def _text_of(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
-    ):
-        return "".join(p["text"] for p in content)
-    raise InvalidRequest("Each message's content must be a string or a list of text parts.", code="invalid_type")
-
-
-def parse_chat_body(raw: bytes) -> dict:
-    """A `/v1/chat/completions` body, checked; returns what may be sent upstream, `model` (None
-    when not given), the name of the catalog model to send it to, and `include_usage`, whether a
-    stream's client asked for the usage chunk."""
-    body = json_object(raw)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("`messages` must be a non-empty list.", code="invalid_messages", param="messages")
-    if len(messages) > MAX_MESSAGES:
-        raise InvalidRequest(f"At most {MAX_MESSAGES} messages.", code="invalid_messages", param="messages")
-    clean = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise InvalidRequest(
-                "Each message needs a `role` of system, user, assistant or tool.", code="invalid_role", param="messages"
-            )
-        text = _text_of(message.get("content", ""))
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise InvalidRequest(f"A message is too long ({MAX_MESSAGE_CHARS} characters at most).", param="messages")
-        clean.append({"role": message["role"], "content": text})
-    fields = checked_fields(body, CHAT_FIELDS)
-    stream = fields.pop("stream", False)
-    options = fields.pop("stream_options", {})
-    if stream and fields.get("n", 1) > 1:
-        raise InvalidRequest("A streamed completion has one choice: leave out `n`.", code="invalid_value", param="n")
-    include_usage = stream and options.get("include_usage", False)
-    return {
-        "messages": clean, "stream": stream, "model": model_name(body.get("model")),
-        "include_usage": include_usage, **fields,
-    }  # fmt: skip

@@ -5,68 +5,46 @@ answer; a failure before the first byte gives the request back and answers 502.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime
 from http import HTTPStatus
 
-import anyio
 from django.conf import settings
 from django.utils import timezone
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from activity.models import RequestLog
 from chat import conversations
 from keys import tokens
 from keys.backends import get_backend
 from proxy import metrics
-from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, authenticate, give_back
-from proxy.answers import OPENAI, QUERY, OpenAIAnswers, QueryAnswers
-from proxy.budget import TokenCount, prompt_bytes
-from proxy.catalog import catalog, complete, open_stream
+from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit, authenticate
+from proxy.answers import ENDPOINT_PATHS, OPENAI, QUERY, OpenAIAnswers, QueryAnswers
+from proxy.catalog import catalog
 from proxy.db import run_orm
+from proxy.endpoints import Call, Endpoint, chat
 from proxy.ledger import ledger
 from proxy.meter import Meter
-from proxy.relay import Relayed, relay_openai_sse, relay_text
+from proxy.pipeline import openai_answer, stream_response, text_stream
+from proxy.relay import Relayed
 from proxy.upstreams import UpstreamError
-from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_chat_body, parse_query
+from proxy.validation import MAX_BODY_BYTES, InvalidRequest, parse_query
 
 log = logging.getLogger("tollgate.proxy")
 
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEY_QUERY_PARAMS = ("x-api-key", "api_key", "apikey", "key", "access_token")
 
 Answers = QueryAnswers | OpenAIAnswers
-Endpoint = Callable[[Request], Awaitable[Response]]
+View = Callable[[Request], Awaitable[Response]]
 
 
-class RelayResponse(StreamingResponse):
-    """A streaming answer whose relay is always closed in the request's own task, so what it
-    records when done (the conversation turn, and later the settlement) is never left to the
-    garbage collector when the client leaves."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()
-
-
-def stream_response(relay, admission: Admission, extra: dict | None = None) -> RelayResponse:
-    headers = {**STREAM_HEADERS, **admission.headers(), **(extra or {})}
-    return RelayResponse(relay, media_type="text/event-stream; charset=utf-8", headers=headers)
-
-
-def model_api(answers: Answers) -> Callable[[Endpoint], Endpoint]:
+def model_api(answers: Answers) -> Callable[[View], View]:
     """What every model API endpoint does first: 404 in aws mode, and bodies of 1 MB at most; and
     how its failures are answered: 503 when the database cannot take it, 500 for anything else,
     which stays that request's own (its traceback logged under its request id)."""
 
-    def decorate(endpoint: Endpoint) -> Endpoint:
+    def decorate(endpoint: View) -> View:
         async def checked(request: Request) -> Response:
             if request.method == "HEAD":  # Starlette answers HEAD on GET routes; it must admit nothing
                 return answers.invalid(InvalidRequest("Use GET.", status=HTTPStatus.METHOD_NOT_ALLOWED))
@@ -119,12 +97,12 @@ def key_in_url(request: Request) -> bool:
     return any(name in request.query_params for name in KEY_QUERY_PARAMS)
 
 
-async def admit_request(request: Request, presented: str, **terms) -> Admission | None:
+async def admit_request(request: Request, presented: str, call: Call) -> Admission | None:
     """None when the key came in the URL. A key that fails to authenticate is audited."""
     if key_in_url(request):
         return None
     with metrics.ADMISSION.time():
-        admission = await admit(presented=presented, **terms)
+        admission = await admit(presented=presented, call=call)
     if admission.outcome is Outcome.FORBIDDEN:
         await authentication_failed(request, presented, admission.now)
     return admission
@@ -169,14 +147,6 @@ def refused(answers: Answers, admission: Admission, meter: Meter) -> Response:
     return response
 
 
-async def upstream_failed(answers: Answers, admission: Admission, meter: Meter) -> Response:
-    """Every model failed before its first byte: the request and its tokens go back."""
-    await give_back(admission)
-    response = answers.bad_gateway()
-    meter.failed(admission, response.status_code)
-    return response
-
-
 # --- /query -------------------------------------------------------------------------------------
 
 
@@ -192,8 +162,8 @@ async def query(request: Request) -> Response:
     if conversation_id:
         # Only a named conversation is kept; without `uuid` each request stands alone.
         history = await run_orm(conversations.query_history, presented=presented, external_id=conversation_id)
-    messages = [*history, {"role": "user", "content": text}]
-    admission = await admit_request(request, presented, model=model_name, prompt_size=prompt_bytes(messages))
+    call = chat.text_call([*history, {"role": "user", "content": text}], model=model_name)
+    admission = await admit_request(request, presented, call)
     if admission is None:
         return QUERY.forbidden()
     if not admission.admitted:
@@ -203,12 +173,6 @@ async def query(request: Request) -> Response:
         conversation = await run_orm(
             conversations.query_turn_store, key_id=admission.key.key_id, external_id=conversation_id, text=text
         )
-    body = {"messages": messages, **admission.upstream_bound()}
-    try:
-        model, first, rest = await meter.waiting(admission, open_stream(admission.route, body))
-    except UpstreamError:
-        return await upstream_failed(QUERY, admission, meter)
-    meter.answered()
 
     async def keep_turn(relayed: Relayed) -> None:
         if conversation is not None:
@@ -216,66 +180,40 @@ async def query(request: Request) -> Response:
                 conversations.turn_finish, conversation=conversation, text=relayed.answer, complete=relayed.complete
             )
 
-    on_done = meter.when_done(admission, model.name, then=keep_turn)
-    return stream_response(relay_text(first, rest, on_done=on_done), admission)
+    try:
+        relay = await text_stream(admission, call, meter, keep_turn)
+    except UpstreamError:
+        return QUERY.bad_gateway()
+    return stream_response(relay, admission)
 
 
 # --- /v1 --------------------------------------------------------------------------------------
 
 
-@model_api(OPENAI)
-async def chat_completions(request: Request) -> Response:
-    meter: Meter = request.state.meter
-    try:
-        body = parse_chat_body(request.state.body)
-    except InvalidRequest as exc:
-        return OPENAI.invalid(exc)
-    model_name, include_usage = body.pop("model"), body.pop("include_usage")
-    asked = [body.pop(name) for name in ("max_tokens", "max_completion_tokens") if name in body]
-    admission = await admit_request(
-        request, presented_key(request, bearer=True), model=model_name,
-        prompt_size=prompt_bytes(body["messages"]), max_tokens=min(asked, default=None), choices=body.get("n", 1),
-    )  # fmt: skip
-    if admission is None:
-        return OPENAI.forbidden()
-    if not admission.admitted:
-        return refused(OPENAI, admission, meter)
-    body.update(admission.upstream_bound())
-    if not body.get("stream"):
+def openai_view(endpoint: Endpoint) -> View:
+    """`POST /v1/<endpoint>`: the body checked as the endpoint declares, then the pipeline."""
+
+    @model_api(OPENAI)
+    async def view(request: Request) -> Response:
+        meter: Meter = request.state.meter
         try:
-            model, answer = await meter.waiting(admission, complete(admission.route, body))
-        except UpstreamError:
-            return await upstream_failed(OPENAI, admission, meter)
-        meter.answered()
-        answer["model"] = model.name  # the model that answered, by the name clients know it
-        charged = meter.settled(
-            admission, model=model.name, status=HTTPStatus.OK, outcome=RequestLog.Outcome.OK,
-            reported=TokenCount.from_usage(answer.get("usage")), answer=answer_text(answer),
-        )  # fmt: skip
-        settled = replace(admission, tokens_used=admission.tokens_used - admission.reserved + charged.total)
-        return Response(json.dumps(answer), media_type="application/json", headers=settled.headers())
-    try:
-        model, first, rest = await meter.waiting(admission, open_stream(admission.route, body))
-    except UpstreamError:
-        return await upstream_failed(OPENAI, admission, meter)
-    meter.answered()
-    relay = relay_openai_sse(
-        first, rest, model=model.name, include_usage=include_usage, on_done=meter.when_done(admission, model.name)
-    )
-    return stream_response(relay, admission)
+            call = endpoint.read(request.state.body)
+            admission = await admit_request(request, presented_key(request, bearer=True), call)
+        except InvalidRequest as exc:
+            return OPENAI.invalid(exc)
+        if admission is None:
+            return OPENAI.forbidden()
+        if not admission.admitted:
+            return refused(OPENAI, admission, meter)
+        return await openai_answer(admission, call, meter)
 
-
-def answer_text(answer: dict) -> str:
-    """The text of a `chat.completion`, for an estimate when the upstream reported no usage."""
-    try:
-        return "".join(str(choice["message"].get("content") or "") for choice in answer["choices"])
-    except (KeyError, TypeError, AttributeError):
-        return ""
+    view.__name__ = view.__qualname__ = endpoint.name
+    return view
 
 
 @model_api(OPENAI)
 async def models(request: Request) -> Response:
-    """The models this key's plan may use."""
+    """The models this key's plan may use, and the endpoints each serves."""
     if key_in_url(request):
         return OPENAI.forbidden()
     presented, now = presented_key(request, bearer=True), timezone.now()
@@ -284,7 +222,10 @@ async def models(request: Request) -> Response:
         await authentication_failed(request, presented, now)
         return OPENAI.forbidden()
     listed = [
-        {"id": m.name, "object": "model", "created": 0, "owned_by": "tollgate"}
+        {
+            "id": m.name, "object": "model", "created": 0, "owned_by": "tollgate",
+            "endpoints": [f"/v1/{ENDPOINT_PATHS[e]}" for e in ENDPOINT_PATHS if e in m.endpoints],
+        }
         for m in (await catalog()).for_plan(key.plan_id)
-    ]
+    ]  # fmt: skip
     return JSONResponse({"object": "list", "data": listed})

@@ -30,6 +30,7 @@ def log(db):
     def make(key, **fields) -> RequestLog:
         values = {
             "model": "demo",
+            "endpoint": "chat",
             "at": NOON,
             "status": 200,
             "outcome": RequestLog.Outcome.OK,

@@ -46,6 +46,7 @@ def test_it_downloads_your_requests_as_csv(alice_client, alices_key, log):
         str(row.pk),
         str(alices_key.pk),
         "demo",
+        "chat",
         "2026-03-10T12:00:00+00:00",
         "502",
         "upstream_error",
@@ -125,7 +126,7 @@ def test_cells_that_look_like_formulas_stay_text():
     row = list(csv.reader(io.StringIO("".join(pieces))))[1]
     assert row[2] == "'=HYPERLINK(1)"
     assert row[-1] == "'@x"
-    assert row[8] == "false"
+    assert row[9] == "false"
 
 
 def test_it_sends_rows_in_pieces_not_one_by_one():

@@ -17,14 +17,13 @@ import pytest
 
 from activity.models import RequestLog
 from keys.models import Usage
-from proxy.budget import prompt_bytes
-from tests.servers import ROOT, free_port, served
+from tests.servers import ROOT, free_port, json_body, served
 
 pytestmark = pytest.mark.live
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
-RESERVATION = prompt_bytes(MESSAGES) + 50
 PAYLOAD = {"model": "demo", "stream": True, "max_tokens": 50, "messages": MESSAGES}
+RESERVATION = len(json_body(PAYLOAD)) + 50
 
 
 def test_it_refuses_to_start_without_a_secret_key_whatever_the_env_file_says(tmp_path):

@@ -6,12 +6,15 @@ import time_machine
 
 from keys.models import Plan, Usage
 from proxy.admission import admit, format_duration, give_back
+from proxy.endpoints.chat import text_call
 from tests.asgi import fetch, portal
+
+HELLO = text_call([{"role": "user", "content": "hello"}])
 
 
 def admit_request(key, now):
     """The chat page's way in: the owner's key id."""
-    return portal().call(lambda: admit(key_id=key.pk, owner_id=key.owner_id, now=now))
+    return portal().call(lambda: admit(call=HELLO, key_id=key.pk, owner_id=key.owner_id, now=now))
 
 
 def utc(*args) -> datetime:
@@ -84,7 +87,9 @@ def test_racing_admissions_admit_exactly_the_quota_even_for_the_first_of_a_windo
     now = utc(2026, 5, 1, 8)
 
     async def race() -> list[bool]:
-        admissions = await asyncio.gather(*(admit(key_id=key.pk, owner_id=alice.pk, now=now) for _ in range(racers)))
+        admissions = await asyncio.gather(
+            *(admit(call=HELLO, key_id=key.pk, owner_id=alice.pk, now=now) for _ in range(racers))
+        )
         return [a.admitted for a in admissions]
 
     results = portal().call(race)

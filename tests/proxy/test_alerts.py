@@ -1,5 +1,6 @@
 """Usage alerts: one email at 80% and one at 100% of a window's quota or budget, once, off the hot path."""
 
+import json
 import socket
 import threading
 import time
@@ -53,17 +54,19 @@ def test_the_owner_gets_one_email_at_80_and_one_at_100_percent(alice, make_plan,
 
 
 def test_a_token_budget_alerts_on_the_tokens_charged(alice, make_plan, make_key, upstream):
-    # Each request reserves its prompt's bound + 1 and is charged the 30 the stand-in reports.
+    # Each request reserves its body's 44 bytes + 1 and is charged the 30 the stand-in reports:
+    # three fit in 110, and leave 90 of them charged.
     upstream.usage = (20, 10)
-    _key, secret = make_key(alice, make_plan(quota=100, token_quota=100, max_output_tokens=1))
-    body = {"model": "demo", "messages": [{"role": "user", "content": "?"}]}
+    _key, secret = make_key(alice, make_plan(quota=100, token_quota=110, max_output_tokens=1))
+    body = json.dumps({"messages": [{"role": "user", "content": "?"}]}, separators=(",", ":"))
     headers = {"Authorization": f"Bearer {secret}"}
     for _ in range(3):
-        fetch("post", "/v1/chat/completions", data=body, content_type="application/json", headers=headers)
+        answer = fetch("post", "/v1/chat/completions", data=body, content_type="application/json", headers=headers)
+        assert answer.status_code == HTTPStatus.OK
         settle()
     wait_for(lambda: len(mail.outbox) == 1)
     assert "80% of its token budget" in mail.outbox[0].subject
-    assert "90 of 100 tokens" in mail.outbox[0].body
+    assert "90 of 110 tokens" in mail.outbox[0].body
 
 
 def test_an_owner_who_turned_alerts_off_gets_none(alice, make_plan, make_key):

@@ -15,13 +15,24 @@ import pytest
 
 from activity.models import RequestLog
 from keys.models import Usage
-from proxy.budget import DEFAULT_OUTPUT_BOUND, TokenCount, charge, estimate, output_bound, prompt_bytes
+from proxy.budget import DEFAULT_OUTPUT_BOUND, TokenCount, charge, estimate, output_bound
 from tests.asgi import fetch, portal, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
-PROMPT = prompt_bytes(MESSAGES)
+
+
+def body_of(**payload) -> dict:
+    return {"model": "demo", "messages": MESSAGES, **payload}
+
+
+def prompt_of(**payload) -> int:
+    """The prompt's bound of a `/v1/chat/completions` call: the bytes of its body, as `complete` sends it."""
+    return len(json.dumps(body_of(**payload)).encode())
+
+
+PROMPT = prompt_of(max_tokens=50)  # the body of most calls here, to the byte
 
 
 # --- the arithmetic -------------------------------------------------------------------------
@@ -35,18 +46,18 @@ def test_the_answer_is_bounded_by_the_smallest_cap_and_always_on_a_plan_with_a_b
 
 
 def test_a_reported_usage_is_charged_as_it_is_and_never_above_the_reservation_on_a_budget():
-    assert charge(reported=TokenCount(7, 5), cap=100, prompt_size=40, answer="hi") == (TokenCount(7, 5), False)
-    assert charge(reported=TokenCount(70, 50), cap=None, prompt_size=40, answer="hi") == (TokenCount(70, 50), False)
-    charged, estimated = charge(reported=TokenCount(70, 50), cap=100, prompt_size=40, answer="hi")
+    assert charge(reported=TokenCount(7, 5), cap=100, prompt_size=40, output_size=2) == (TokenCount(7, 5), False)
+    assert charge(reported=TokenCount(70, 50), cap=None, prompt_size=40, output_size=2) == (TokenCount(70, 50), False)
+    charged, estimated = charge(reported=TokenCount(70, 50), cap=100, prompt_size=40, output_size=2)
     assert charged.total == 100 and estimated
 
 
 def test_an_estimate_is_never_zero_for_output_and_never_above_the_reservation():
-    assert estimate(prompt_size=40, answer="a").completion_tokens == 1
-    assert estimate(prompt_size=40, answer="").completion_tokens == 0
-    charged, estimated = charge(reported=None, cap=11, prompt_size=40, answer="x" * 400)
+    assert estimate(prompt_size=40, output_size=1).completion_tokens == 1
+    assert estimate(prompt_size=40, output_size=0).completion_tokens == 0
+    charged, estimated = charge(reported=None, cap=11, prompt_size=40, output_size=400)
     assert estimated and charged.total == 11 and charged.completion_tokens >= 1
-    charged, _ = charge(reported=None, cap=10, prompt_size=40, answer="x")
+    charged, _ = charge(reported=None, cap=10, prompt_size=40, output_size=1)
     assert charged.completion_tokens == 1
 
 
@@ -63,9 +74,8 @@ def budget_key(alice, make_plan, make_key, upstream):
 
 
 def complete(secret: str, **payload):
-    body = {"model": "demo", "messages": MESSAGES, **payload}
     return fetch(
-        "post", "/v1/chat/completions", data=json.dumps(body), content_type="application/json",
+        "post", "/v1/chat/completions", data=json.dumps(body_of(**payload)), content_type="application/json",
         headers={"Authorization": f"Bearer {secret}"},
     )  # fmt: skip
 
@@ -106,7 +116,8 @@ def test_a_stream_asks_upstream_for_usage_and_passes_it_on_only_when_asked(budge
     usage_chunks = [e for e in sse_events(asked) if "usage" in e]
     assert usage_chunks == [{**usage_chunks[0], "choices": [], "usage": TokenCount(7, 5).as_usage()}]
     # On a stream the headers leave before the answer: remaining is after the reservation.
-    assert asked["x-ratelimit-remaining-tokens"] == str(10_000 - 12 - PROMPT - DEFAULT_OUTPUT_BOUND)
+    reserved = prompt_of(stream=True, stream_options={"include_usage": True}) + DEFAULT_OUTPUT_BOUND
+    assert asked["x-ratelimit-remaining-tokens"] == str(10_000 - 12 - reserved)
     settle()
     assert tokens_charged(key) == 24
     assert list(RequestLog.objects.values_list("completion_tokens", "estimated")) == [(5, False), (5, False)]
@@ -118,12 +129,13 @@ def test_asking_for_more_than_the_plans_cap_is_capped_not_refused(budget_key, up
     response = complete(secret, **{field: 1000})
     assert response.status_code == HTTPStatus.OK
     assert response["x-max-tokens-capped"] == "64"
-    assert upstream.bodies[-1]["max_tokens"] == 64
-    assert "max_completion_tokens" not in upstream.bodies[-1]
+    assert upstream.bodies[-1][field] == 64  # in the field the client used, and only there
+    assert {"max_tokens", "max_completion_tokens"} & set(upstream.bodies[-1]) == {field}
     assert "x-ratelimit-limit-tokens" not in response.headers  # no budget on this plan
 
 
 def test_a_request_the_budget_cannot_cover_is_429_saying_how_many_tokens_are_left(budget_key, upstream):
+    PROMPT = prompt_of(max_tokens=60)  # noqa: N806 - and of max_tokens=88; one byte fewer than of 100
     key, secret = budget_key(token_quota=PROMPT + 100)
     assert complete(secret, max_tokens=60).status_code == HTTPStatus.OK
     settle()  # 12 charged, PROMPT + 88 left
@@ -144,11 +156,10 @@ def test_a_request_the_budget_cannot_cover_is_429_saying_how_many_tokens_are_lef
 
 
 def test_each_choice_asked_for_reserves_its_own_answer(budget_key, upstream):
-    _key, secret = budget_key(token_quota=PROMPT + 25)
+    _key, secret = budget_key(token_quota=prompt_of(max_tokens=10, n=2) + 25)
     assert complete(secret, max_tokens=10, n=3).status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert complete(secret, max_tokens=10, n=2).status_code == HTTPStatus.OK
     assert upstream.bodies[-1]["n"] == 2
-    assert complete(secret, max_tokens=10, n=2, stream=True).status_code == HTTPStatus.BAD_REQUEST
 
 
 def test_query_is_refused_the_same_way_in_its_own_shape(budget_key):

@@ -128,7 +128,6 @@ def test_it_loads_models_fallbacks_plans_and_grants(tmp_path):
         True,
     )
     assert (team.token_quota, team.max_output_tokens) == (None, None)
-    assert granted_by("Team") == set()
 
 
 def test_loading_the_same_file_twice_changes_nothing(tmp_path):
@@ -243,6 +242,13 @@ def test_the_example_file_loads(tmp_path):
     starter, team = Plan.objects.get(name="Starter"), Plan.objects.get(name="Team")
     assert (starter.token_quota, starter.max_output_tokens) == (50000, 512)
     assert (team.token_quota, team.max_output_tokens) == (None, None)
+    fast, embed = LanguageModel.objects.get(name="fast"), LanguageModel.objects.get(name="embed")
+    assert (fast.endpoints, fast.context_window, fast.max_media_tokens) == (
+        ["chat", "completions", "responses"],
+        131072,
+        3000,
+    )
+    assert (fast.extra_fields, embed.endpoints, embed.context_window) == (["top_k"], ["embeddings"], None)
 
 
 MODEL = '\n[[model]]\nbase_url = "https://broken.example.com/v1"\n'
@@ -277,6 +283,15 @@ PLAN = '\n[[plan]]\nname = "Starter"\nperiod = "DAY"\n'
             'model "broken": max_output_tokens must be at least 1, not 0',
         ),
         (MODEL + 'name = "broken"\nmax_output_tokens = -1\n', 'model "broken": max_output_tokens must be at least 1'),
+        (
+            MODEL + 'name = "broken"\nendpoints = ["chat", "images"]\n',
+            'model "broken": endpoints ["chat", "images"] is refused',
+        ),
+        (MODEL + 'name = "broken"\nendpoints = []\n', 'model "broken": endpoints [] is refused'),
+        (MODEL + 'name = "broken"\nendpoints = "chat"\n', 'model "broken": endpoints must be a list of endpoints'),
+        (MODEL + 'name = "broken"\ncontext_window = 0\n', 'model "broken": context_window must be at least 1, not 0'),
+        (MODEL + 'name = "broken"\nmax_media_tokens = -1\n', 'model "broken": max_media_tokens must be at least 1'),
+        (MODEL + 'name = "broken"\nextra_fields = ["top k"]\n', 'model "broken": extra_fields ["top k"] is refused'),
         (MODEL + 'name = "broken"\nactive = "yes"\n', 'model "broken": active must be true or false, not "yes"'),
         (
             '\n[[plan]]\nname = "Starter"\nrequests = 100\nperiod = "YEAR"\n',
@@ -298,6 +313,30 @@ PLAN = '\n[[plan]]\nname = "Starter"\nperiod = "DAY"\n'
             'plan "Starter": tokens 99999999999999999999 is refused: Ensure this value is less than or equal to',
         ),
         (PLAN + "requests = 10\nmax_output_tokens = -3\n", 'plan "Starter": max_output_tokens must be at least 1'),
+        (
+            PLAN + "requests = 100000001\n",
+            'plan "Starter": requests 100000001 is refused: Ensure this value is less than or equal to 100000000.',
+        ),
+        (
+            PLAN + "requests = 10\ntokens = 1000000000000001\n",
+            'plan "Starter": tokens 1000000000000001 is refused: Ensure this value is less than or equal to',
+        ),
+        (
+            PLAN + "requests = 10\nmax_output_tokens = 2147483648\n",
+            'plan "Starter": max_output_tokens 2147483648 is refused: Ensure this value is less than or equal to',
+        ),
+        (
+            PLAN + "requests = 10\nrate = 1000001\n",
+            'plan "Starter": rate 1000001 is refused: Ensure this value is less than or equal to 1000000.',
+        ),
+        (
+            PLAN + "requests = 10\nburst = 9223372036854775807\n",
+            'plan "Starter": burst 9223372036854775807 is refused: Ensure this value is less than or equal to',
+        ),
+        (
+            MODEL + 'name = "broken"\nmax_output_tokens = 2147483648\n',
+            'model "broken": max_output_tokens 2147483648 is refused: Ensure this value is less than or equal to',
+        ),
         (
             PLAN + "requests = 10\nmax_output_tokens = false\n",
             'plan "Starter": max_output_tokens must be a whole number, not false',
@@ -438,3 +477,20 @@ def test_the_plan_admin_lists_and_edits_the_token_budget(admin_client, tmp_path)
     assert response.status_code == HTTPStatus.FOUND
     starter.refresh_from_db()
     assert (starter.token_quota, starter.max_output_tokens) == (1234, None)
+
+
+def test_the_plan_admin_refuses_numbers_past_their_bounds(admin_client, tmp_path):
+    load(tmp_path, GOOD)
+    starter = Plan.objects.get(name="Starter")
+    edited = {
+        "name": "Starter", "quota": 10**12, "period": "DAY", "token_quota": 10**16, "max_output_tokens": 2**31,
+        "rate_limit": 10**7, "burst_limit": "", "description": "", "active": "on",
+    }  # fmt: skip
+
+    response = admin_client.post(f"/admin/keys/plan/{starter.pk}/change/", edited)
+
+    assert response.status_code == HTTPStatus.OK  # the form again, with its errors
+    errors = response.context["adminform"].form.errors
+    assert set(errors) == {"quota", "token_quota", "max_output_tokens", "rate_limit"}
+    starter.refresh_from_db()
+    assert (starter.quota, starter.token_quota, starter.max_output_tokens) == (100, 50000, 512)

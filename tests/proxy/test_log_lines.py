@@ -47,7 +47,10 @@ def test_each_request_writes_one_line_with_its_id_and_key_id_never_its_secret(
     )  # fmt: skip
     assert (line.key_id, line.model, line.prompt_tokens, line.completion_tokens) == (key.pk, "demo", 7, 5)
     assert line.duration_ms >= line.ttfb_ms >= 0
-    assert line.getMessage().startswith(f"POST /v1/chat/completions 200 ok key={key.pk} model=demo tokens=7+5 ")
+    assert line.endpoint == "chat"
+    assert line.getMessage().startswith(
+        f"POST /v1/chat/completions 200 ok key={key.pk} model=demo endpoint=chat tokens=7+5 "
+    )
     assert secret not in line.getMessage() and secret not in json.dumps(vars(line), default=str)
     settle()
     assert RequestLog.objects.get().request_id == "client-chosen.id_1"

@@ -130,10 +130,12 @@ def test_a_refused_connection_moves_on_to_the_fallback(granted, catalog, second)
     assert counted(key) == 1
 
 
-def test_a_bad_request_upstream_is_not_retried_elsewhere(granted, standin, second):
+def test_a_bad_request_upstream_is_not_retried_elsewhere_and_its_words_reach_the_client(granted, standin, second):
     key, secret = granted
     standin.mode, standin.error_status = "error", 400
-    assert complete(secret, "fast").status_code == HTTPStatus.BAD_GATEWAY
+    response = complete(secret, "fast")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json() == {"error": {"message": "boom"}}  # the upstream's own error, as it came
     assert (standin.calls, second.calls) == (1, 0)
     assert counted(key) == 0
 

@@ -12,8 +12,7 @@ from activity.models import RequestLog, UsageAlert
 from keys import tokens
 from keys.models import AuthFailure, Usage
 from keys.services import api_key_revoke, api_key_rotate
-from proxy.budget import prompt_bytes
-from tests.servers import fire_async, tollgate_server
+from tests.servers import fire_async, json_body, tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -55,7 +54,7 @@ def test_racing_requests_never_spend_more_than_the_token_budget(workers, standin
     request is charged exactly what the upstream reported once the ledgers have written."""
     standin.reset()
     payload = {"model": "demo", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}
-    reservation = prompt_bytes(payload["messages"]) + 40
+    reservation = len(json_body(payload)) + 40
     budget = 10 * reservation + reservation // 2
     key, secret = make_key(alice, make_plan(quota=1000, token_quota=budget))
     statuses = asyncio.run(

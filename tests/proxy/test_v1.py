@@ -114,10 +114,11 @@ def test_an_oversized_body_is_413_and_not_counted(secret):
     assert used() == 0
 
 
-def test_an_oversized_message_is_400(secret):
-    response = complete(secret, {"messages": [{"role": "user", "content": "x" * 40_000}]})
-    assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert used() == 0
+def test_a_long_message_is_bounded_by_the_body_not_by_its_characters(secret):
+    assert complete(secret, {"messages": [{"role": "user", "content": "x" * 40_000}]}).status_code == HTTPStatus.OK
+    response = complete(secret, {"messages": [{"role": "user", "content": "x" * 1_000_001}]})
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert used() == 1
 
 
 def test_text_parts_are_accepted(secret):
