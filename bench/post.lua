@@ -1,4 +1,5 @@
--- wrk's script for `make bench`: POST /v1/chat/completions, non-streaming, and one JSON line out.
+-- wrk's script for `make bench`: POST a JSON body (a non-streamed chat completion, or BENCH_BODY
+-- from the environment) and one JSON line out.
 --
 --   wrk -t1 -c32 -d10s -s bench/post.lua http://127.0.0.1:PORT/v1/chat/completions -- KEY [KEYS_FILE]
 --
@@ -15,7 +16,7 @@ end
 function init(args)
   statuses = {}
   wrk.method = "POST"
-  wrk.body = '{"model":"bench-model","messages":[{"role":"user","content":"Say hi."}]}'
+  wrk.body = os.getenv("BENCH_BODY") or '{"model":"bench-model","messages":[{"role":"user","content":"Say hi."}]}'
   wrk.headers["Content-Type"] = "application/json"
   if args[1] ~= nil and args[1] ~= "-" then
     wrk.headers["Authorization"] = "Bearer " .. args[1]

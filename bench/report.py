@@ -43,6 +43,9 @@ def table(results: dict) -> list[str]:
     def added(run: str):
         return lambda f: f"{added_ms(f, run, 'p50'):.2f} / {added_ms(f, run, 'p99'):.2f}"
 
+    def added_in(f: dict, kind: str) -> str:
+        return " / ".join(f"{f[kind]['c1'][p] - direct[kind]['c1'][p]:.2f}" for p in ("p50", "p99"))
+
     def first_byte_added(f: dict) -> str:
         return f"{f['stream']['first_byte']['p50'] - direct['stream']['first_byte']['p50']:.1f}"
 
@@ -60,6 +63,10 @@ def table(results: dict) -> list[str]:
     row("  latency p50 / p99, ms", "", latency("c32"))
     row("  added by the proxy", "", added("c32"), among=proxies)
     row("  CPU ms per request (direct: the stand-in's)", "", lambda f: f"{f['cpu_ms']:.2f}")
+    for kind, label in (("streamed", "streamed answer, 5 chunks"), ("embeddings", "embeddings, 2 inputs")):
+        row(f"{label}: added p50 / p99 at 1 connection, ms", "", lambda f, k=kind: added_in(f, k), among=proxies)
+        row(f"  {conns} connections: admitted a second", "", lambda f, k=kind: f"{f[k]['c32']['ok_per_s']:,.0f}")
+        row("  CPU ms per request", "", lambda f, k=kind: f"{f[k]['cpu_ms']:.2f}")
     row("stream: first byte p50 / p99, ms", "", lambda f: "{p50:.1f} / {p99:.1f}".format(**f["stream"]["first_byte"]))
     row("  first byte added, p50", "≤ 5", first_byte_added, among=proxies)
     row(

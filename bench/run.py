@@ -5,7 +5,8 @@ as `make serve` runs it (tests/servers.py `served`: DEBUG off, two workers), all
 SQLite, then on PostgreSQL + Redis, each on a fresh database:
 
   latency       POST /v1/chat/completions through Tollgate at 1 and 32 connections, minus the same
-                run straight to the stand-in (wrk, bench/post.lua)
+                run straight to the stand-in (wrk, bench/post.lua); and the same for a streamed
+                answer (5 chunks, read to the end) and for POST /v1/embeddings
   throughput    admitted (200) answers a second at 32 connections, anything else an error, and
                 Tollgate's CPU time per request (its processes' counters in /proc)
   flood         the same load beside 8 connections of bad keys, every one different
@@ -56,6 +57,9 @@ OUT = ROOT / "bench" / "out"  # git-ignored
 MODEL = "bench-model"
 STREAM_GAP, OPEN_STREAM_GAP = 0.02, 1.0  # seconds between the stand-in's chunks
 FLOOD_CONNECTIONS = 8
+SAY_HI = [{"role": "user", "content": "Say hi."}]
+STREAMED = json.dumps({"model": MODEL, "stream": True, "messages": SAY_HI})
+EMBEDDING = json.dumps({"model": MODEL, "input": ["Say hi.", "Say hello."]})
 # Variables of the caller's shell that would change what is measured; the bench sets its own.
 CLEARED = ("DJANGO_", "LLM_", "DATABASE_", "REDIS_", "KEYS_BACKEND", "GATEWAY_URL", "DEMO_MODEL_", "TOLLGATE_")
 CLEARED += ("WEB_CONCURRENCY", "SHUTDOWN_GRACE", "METRICS_TOKEN", "LOG_FORMAT", "PROMETHEUS_MULTIPROC_DIR")
@@ -165,12 +169,21 @@ def fresh_database(backend: str, args, tmp: Path) -> dict[str, str] | str:
 # --- load ----------------------------------------------------------------------------------------
 
 
-def wrk(url: str, key: str = "-", *, connections: int, seconds: float, keys_file: Path | None = None) -> dict:
+def wrk(
+    url: str,
+    key: str = "-",
+    *,
+    connections: int,
+    seconds: float,
+    keys_file: Path | None = None,
+    body: str | None = None,
+) -> dict:
     """`connections` keep-alive connections, each sending its next request once its answer is in."""
     script = ROOT / "bench" / "post.lua"
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script]
     command += [url, "--", key, *([keys_file] if keys_file else [])]
-    done = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=seconds + 60)
+    env = os.environ | ({"BENCH_BODY": body} if body else {})
+    done = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=seconds + 60, env=env)
     line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if done.returncode or line is None:
         raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
@@ -187,12 +200,12 @@ def wrk(url: str, key: str = "-", *, connections: int, seconds: float, keys_file
     }
 
 
-def latency_and_throughput(url: str, key: str, pid: int, args) -> dict:
-    wrk(url, key, connections=args.connections, seconds=2)  # warm-up
+def latency_and_throughput(url: str, key: str, pid: int, args, body: str | None = None) -> dict:
+    wrk(url, key, connections=args.connections, seconds=2, body=body)  # warm-up
     say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
-    figures = {"c1": wrk(url, key, connections=1, seconds=args.seconds / 2)}
+    figures = {"c1": wrk(url, key, connections=1, seconds=args.seconds / 2, body=body)}
     before = cpu_seconds(pid)
-    figures["c32"] = wrk(url, key, connections=args.connections, seconds=args.seconds)
+    figures["c32"] = wrk(url, key, connections=args.connections, seconds=args.seconds, body=body)
     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["c32"]["requests"], 1)
     return figures
 
@@ -292,12 +305,22 @@ def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
     with served(output=OUT / f"tollgate-{backend}.log", workers=2, env=env) as server:
         url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
         figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
+        figures |= other_answers(f"http://127.0.0.1:{server.port}/v1", keys["unlimited"], server.pid, args)
         figures["flood"] = flood(url, keys["unlimited"], env, args, tmp)
         figures["exact"] = exactness(url, keys["exact"], env, args, rate=figures["c32"]["ok_per_s"])
         say(f"   streams: 30, one at a time, of 10 chunks {STREAM_GAP * 1000:g} ms apart")
         figures["stream"] = stream_figures(asyncio.run(streams_one_by_one(url, keys["unlimited"])), STREAM_GAP)
     if args.open_streams:
         figures["open"] = measure_open_streams(backend, env, keys["unlimited"], args)
+    return figures
+
+
+def other_answers(base: str, key: str, pid: int, args) -> dict:
+    """A streamed chat answer read to the end, and embeddings: latency, throughput and CPU per request."""
+    say("   a streamed answer")
+    figures = {"streamed": latency_and_throughput(f"{base}/chat/completions", key, pid, args, body=STREAMED)}
+    say("   embeddings")
+    figures["embeddings"] = latency_and_throughput(f"{base}/embeddings", key, pid, args, body=EMBEDDING)
     return figures
 
 
@@ -362,6 +385,7 @@ def main() -> None:
         url = f"{standin_url}/v1/chat/completions"
         results["direct"] = latency_and_throughput(url, "-", standin_pid, args)
         results["direct"]["stream"] = stream_figures(asyncio.run(streams_one_by_one(url, "-")), STREAM_GAP)
+        results["direct"] |= other_answers(f"{standin_url}/v1", "-", standin_pid, args)
         for backend in args.backends.split(","):
             results[backend] = measure_tollgate(backend, args, Path(tmp), standin_url)
         if args.peers:

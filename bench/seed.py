@@ -28,7 +28,7 @@ from keys import tokens  # noqa: E402
 from keys.models import ApiKey, Plan  # noqa: E402
 from keys.services import api_key_create, used_in_window  # noqa: E402
 
-QUOTAS = {"BenchUnlimited": 2_000_000_000, "BenchExact": None}  # None: the QUOTA argument
+QUOTAS = {"BenchUnlimited": 100_000_000, "BenchExact": None}  # None: the QUOTA argument
 
 
 def make_keys(quota: int) -> dict[str, str]:

@@ -20,7 +20,7 @@ from keys.models import Plan
 from proxy import metrics
 from proxy.demo import DemoModel
 from proxy.endpoints import Call
-from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, Fallback, LanguageModel
+from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, ENDPOINTS, Fallback, LanguageModel
 from proxy.upstreams import OpenAICompatible, Upstream, UpstreamError
 
 SNAPSHOT_SECONDS = 5.0
@@ -85,12 +85,13 @@ def catalog_build() -> Catalog:
             extra_fields=frozenset(row.extra_fields),
         )
     if settings.LLM_MODEL not in models and (settings.LLM_BASE_URL or not models):
-        endpoints = DEFAULT_ENDPOINTS if settings.LLM_BASE_URL else [*DEFAULT_ENDPOINTS, "embeddings"]
+        # The one model of the environment serves every endpoint: its upstream answers what it
+        # does not serve itself (a 404, which reaches the client as it came).
         models[settings.LLM_MODEL] = ServedModel(
             name=settings.LLM_MODEL,
             client=upstream_client(settings.LLM_BASE_URL, settings.LLM_API_KEY),
             upstream_model=settings.LLM_MODEL,
-            endpoints=frozenset(endpoints),
+            endpoints=frozenset(ENDPOINTS),
         )
     grants: dict[int, set[str]] = {}
     for plan_id, name in Plan.models.through.objects.values_list("plan_id", "languagemodel__name"):

@@ -301,12 +301,14 @@ class StandinUpstream:
         head = {"id": "c", "object": "chat.completion.chunk", "model": body.get("model")}
 
         def events():
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
                 sent = time.monotonic()
                 if self.record:
                     self.sent_at.append(sent)
-                text = f"{sent:.6f}" if chunk is None else chunk
-                yield {**head, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+                delta = {"content": f"{sent:.6f}" if chunk is None else chunk}
+                if i == 0:
+                    delta = {"role": "assistant", **delta}
+                yield {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             yield {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             if self._usage_asked(body):
                 yield {**head, "choices": [], "usage": self._usage()}
@@ -342,6 +344,11 @@ class StandinUpstream:
         return deltas + [{"content": text} for text in texts], finish
 
     @staticmethod
+    def _with_role(deltas: list[dict]) -> list[dict]:
+        """The first delta names the role, as OpenAI's streams do."""
+        return [{"role": "assistant", **deltas[0]}, *deltas[1:]] if deltas else deltas
+
+    @staticmethod
     def _logprobs(text: str) -> dict:
         return {"content": [{"token": text, "logprob": -0.25, "bytes": list(text.encode()), "top_logprobs": []}]}
 
@@ -366,7 +373,7 @@ class StandinUpstream:
         if body.get("stream"):
 
             def events():
-                for delta in deltas:
+                for delta in deltas if legacy else self._with_role(deltas):
                     yield {**head, "choices": [choice(delta, None)]}
                 yield {**head, "choices": [choice({}, finish)]}
                 if self._usage_asked(body):

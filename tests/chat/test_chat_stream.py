@@ -127,3 +127,17 @@ def test_a_spent_token_budget_shows_limit_exceeded_with_what_is_left(alice, make
     assert response.json()["message"] == "Limit Exceeded"
     assert "50 tokens left" in response.json()["detail"]
     assert Message.objects.count() == 0 and not Usage.objects.filter(requests__gt=0).exists()
+
+
+def test_a_chat_page_message_writes_one_log_line_and_one_row_as_the_model_api_does(alice, alices_key, caplog):
+    caplog.set_level("INFO", logger="tollgate.requests")
+    answered = say(alice, alices_key.pk, "Hi there")
+    refused_key = say(alice, alices_key.pk, "")  # a bad message: no log line, as it never reaches a key
+    assert answered.status_code == HTTPStatus.OK and refused_key.status_code == HTTPStatus.BAD_REQUEST
+    [line] = [r for r in caplog.records if r.name == "tollgate.requests"]
+    assert (line.method, line.path, line.status, line.outcome) == ("POST", "/chat/stream", 200, "ok")
+    assert (line.key_id, line.model, line.endpoint) == (alices_key.pk, "demo", "chat")
+    assert line.completion_tokens == len(answered.text.split())  # the demo model counts a word as a token
+    settle()
+    row = RequestLog.objects.get()
+    assert (row.key_id, row.endpoint, row.outcome, row.request_id) == (alices_key.pk, "chat", "ok", line.request_id)

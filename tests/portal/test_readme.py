@@ -1,12 +1,15 @@
 """The README's commands work verbatim: copied into a shell after `make run` on a fresh copy of the
 project, as a new user would (none of the suite's environment; `make run` writes .env)."""
 
+import contextlib
+import io
 import os
 import re
 import shutil
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -94,3 +97,37 @@ def create_superuser(command: str, cwd: Path) -> None:
     shell.expect(pexpect.EOF)
     shell.close()
     assert shell.exitstatus == 0 and "Superuser created successfully" in shell.before
+
+
+def readme_python(containing: str) -> str:
+    [block] = [
+        b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL) if containing in b
+    ]
+    return block
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_readme_tool_call_and_responses_examples_run_as_written(live, standin, alice, make_plan, make_key):
+    """The README's tool round trip and Responses calls, run as they are written, against the stand-in
+    model serving `fast` through Tollgate; and what the tool said is what the model heard."""
+    import openai
+
+    from proxy.models import LanguageModel
+
+    LanguageModel.objects.create(name="fast", base_url=standin.url + "/v1")
+    _key, secret = make_key(alice, make_plan(quota=100))
+    client = openai.OpenAI(base_url=f"{live}/v1", api_key=secret)
+    deadline = time.monotonic() + 10  # the server's catalog takes a new model within 5 s
+    while "fast" not in [m.id for m in client.models.list()] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(readme_python("tools = ["), {"client": client})  # noqa: S102 - the README's own code
+        exec(readme_python("client.responses.create"), {"client": client})  # noqa: S102
+    lines = printed.getvalue().splitlines()
+    assert lines[0] == "The tool said: 18°C, sunny"
+    assert lines[1] == f"{standin.text} 7 5"
+    assert lines[2] == standin.text
+    [first, second] = [body for body in standin.bodies if "tools" in body]
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_standin", "content": "18°C, sunny"}
+    assert second["messages"][-2]["tool_calls"][0]["function"] == {"name": "weather", "arguments": '{"city": "Paris"}'}
