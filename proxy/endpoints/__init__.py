@@ -97,6 +97,18 @@ def tokens_of(usage: Any, prompt: str = "prompt_tokens", completion: str = "comp
     return TokenCount.from_usage({"prompt_tokens": usage.get(prompt), "completion_tokens": usage.get(completion, 0)})
 
 
+def reported_usage(answer: dict) -> TokenCount | None:
+    """OpenAI's `usage` of a whole answer, or of a stream's usage chunk."""
+    return tokens_of(answer.get("usage"))
+
+
+# How a chat or completions stream that broke ends: an error event, which the SDKs raise.
+BROKEN_DATA_STREAM = (
+    b'data: {"error":{"message":"The model stopped before finishing its answer.","type":"upstream_error",'
+    b'"param":null,"code":"upstream_broken"}}\n\n'
+)
+
+
 def strings_in(value: Any) -> int:
     """The characters of every string in a JSON value: an answer's text, reasoning and tool calls."""
     if isinstance(value, str):

@@ -9,6 +9,7 @@ from typing import Any
 
 from proxy.budget import prompt_bytes
 from proxy.endpoints import (
+    BROKEN_DATA_STREAM,
     Call,
     Endpoint,
     asked_model,
@@ -16,9 +17,9 @@ from proxy.endpoints import (
     invalid,
     media_in,
     reading,
+    reported_usage,
     stream_flags,
     strings_in,
-    tokens_of,
 )  # fmt: skip
 from proxy.validation import CHAT_FIELDS, Check
 
@@ -61,10 +62,6 @@ def read(raw: bytes) -> Call:
     )  # fmt: skip
 
 
-def usage(answer: dict):
-    return tokens_of(answer.get("usage"))
-
-
 def output_size(answer: dict) -> int:
     """The text, reasoning, refusals and tool calls of every choice (`message`, or a chunk's `delta`)."""
     choices = answer.get("choices")
@@ -77,13 +74,10 @@ ENDPOINT = Endpoint(
     name="chat",
     path="/chat/completions",
     read=read,
-    usage=usage,
+    usage=reported_usage,
     output_size=output_size,
     usage_chunk=True,
-    error_event=(
-        b'data: {"error":{"message":"The model stopped before finishing its answer.","type":"upstream_error",'
-        b'"param":null,"code":"upstream_broken"}}\n\n'
-    ),
+    error_event=BROKEN_DATA_STREAM,
 )
 
 

@@ -6,7 +6,17 @@ OpenAI), for each of max(`n`, `best_of`) choices generated.
 
 from typing import Any
 
-from proxy.endpoints import Call, Endpoint, asked_model, choices_of, invalid, reading, stream_flags, tokens_of
+from proxy.endpoints import (
+    BROKEN_DATA_STREAM,
+    Call,
+    Endpoint,
+    asked_model,
+    choices_of,
+    invalid,
+    reading,
+    reported_usage,
+    stream_flags,
+)  # fmt: skip
 from proxy.validation import CHAT_FIELDS, MAX_CHOICES, STRING, Check, integer
 
 DEFAULT_MAX_TOKENS = 16
@@ -52,10 +62,6 @@ def read(raw: bytes) -> Call:
     )  # fmt: skip
 
 
-def usage(answer: dict):
-    return tokens_of(answer.get("usage"))
-
-
 def output_size(answer: dict) -> int:
     choices = answer.get("choices")
     if not isinstance(choices, list):
@@ -67,11 +73,8 @@ ENDPOINT = Endpoint(
     name="completions",
     path="/completions",
     read=read,
-    usage=usage,
+    usage=reported_usage,
     output_size=output_size,
     usage_chunk=True,
-    error_event=(
-        b'data: {"error":{"message":"The model stopped before finishing its answer.","type":"upstream_error",'
-        b'"param":null,"code":"upstream_broken"}}\n\n'
-    ),
+    error_event=BROKEN_DATA_STREAM,
 )

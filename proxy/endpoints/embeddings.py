@@ -6,7 +6,7 @@ length; usage is `usage.prompt_tokens`.
 
 from typing import Any
 
-from proxy.endpoints import Call, Endpoint, asked_model, invalid, reading, tokens_of
+from proxy.endpoints import Call, Endpoint, asked_model, invalid, reading, reported_usage
 from proxy.validation import STRING, Check, integer, of_type
 
 MAX_INPUTS = 2048  # OpenAI's limit of inputs in one request
@@ -56,8 +56,6 @@ def read(raw: bytes) -> Call:
     )  # fmt: skip
 
 
-def usage(answer: dict):
-    return tokens_of(answer.get("usage"))
-
-
-ENDPOINT = Endpoint(name="embeddings", path="/embeddings", read=read, usage=usage, output_size=lambda answer: 0)
+ENDPOINT = Endpoint(
+    name="embeddings", path="/embeddings", read=read, usage=reported_usage, output_size=lambda answer: 0
+)

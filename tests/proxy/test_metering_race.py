@@ -32,8 +32,8 @@ PATHS = {
     "embeddings": "/v1/embeddings",
     "responses": "/v1/responses",
 }
-# What the stand-in reports: usage (7, 5), and only the 7 prompt tokens for embeddings.
-REPORTED = {"chat": 12, "completions": 12, "responses": 12, "embeddings": 7}
+# What the stand-in reports, (prompt, completion) tokens: (7, 5), and for embeddings only the 7.
+REPORTED = {"chat": (7, 5), "completions": (7, 5), "responses": (7, 5), "embeddings": (7, 0)}
 # One round of 20 requests: for each answering endpoint one plain, three streams read to the end
 # and one stream its client cuts (a quarter of the streams); and five embeddings.
 ROUND = [
@@ -179,11 +179,14 @@ def test_racing_requests_on_every_endpoint_are_metered_exactly_within_the_token_
     misbilled = [
         (request_id, row.endpoint, row.prompt_tokens, row.completion_tokens)
         for request_id, row in rows.items()
-        if request_id in admitted and not row.estimated and row.total_tokens != REPORTED[row.endpoint]
+        if request_id in admitted
+        and not row.estimated
+        and (row.prompt_tokens, row.completion_tokens) != REPORTED[row.endpoint]
     ]
     assert not misbilled, f"charged other than the stand-in reported: {misbilled}"
     estimated = {request_id for request_id, row in rows.items() if row.estimated}
     cut = {request_id for request_id in admitted if by_id[request_id].cut}
+    assert {rows[request_id].outcome for request_id in admitted - cut} == {RequestLog.Outcome.OK}
     assert estimated <= cut, f"estimated without being cut: {sorted(estimated - cut)}"
     over = [
         (r, rows[r].total_tokens, by_id[r].reservation)
