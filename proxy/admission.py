@@ -85,6 +85,7 @@ class Outcome(enum.Enum):
     ADMITTED = "ok"
     FORBIDDEN = "forbidden"
     MODEL_NOT_FOUND = "model_not_found"
+    INVALID = "invalid"  # the call is one its model cannot bound (`problem` says why)
     THROTTLED = "throttled"
     LIMITED = "limited"  # the request quota is used up
     TOKENS_LIMITED = "tokens_limited"  # the token budget cannot cover the reservation
@@ -98,6 +99,7 @@ class Admission:
     route: tuple[ServedModel, ...] = ()  # the model asked for, then its fallbacks
     endpoint: str = ""  # chat, completions, embeddings or responses
     serves: tuple[str, ...] = ()  # MODEL_NOT_FOUND for an endpoint: the ones the model serves
+    problem: InvalidRequest | None = None  # INVALID: what the client must change
     used: int = 0
     window_start: date | None = None
     resets_at: datetime | None = None
@@ -210,7 +212,7 @@ async def admit(
 ) -> Admission:
     """Authenticate, check the model, throttle, then count one request and reserve its tokens;
     in that order, so that nothing refused is counted.
-    Raises InvalidRequest for a call the model cannot bound, QuotaStoreUnavailable: callers fail closed."""
+    Raises QuotaStoreUnavailable: callers fail closed."""
     now = now or timezone.now()
     key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
     if key is None:
@@ -221,11 +223,12 @@ async def admit(
     if call.whole_context:  # only a model with a context window bounds the earlier turns
         route = tuple(m for m in route if m.context_window)
         if model is not None and not route:
-            raise InvalidRequest(
+            problem = InvalidRequest(
                 f"The model {model.name} has no context window set, so earlier turns cannot be reserved for: "
                 "send the whole conversation instead of previous_response_id.",
                 param="previous_response_id",
             )
+            return Admission(Outcome.INVALID, now, key, endpoint=call.endpoint.name, problem=problem)
     if not route:
         serves = tuple(sorted(model.endpoints)) if model else ()
         return Admission(Outcome.MODEL_NOT_FOUND, now, key, endpoint=call.endpoint.name, serves=serves)

@@ -32,6 +32,8 @@ class QueryAnswers:
                 return self.message(HTTPStatus.FORBIDDEN, "Forbidden")
             case Outcome.MODEL_NOT_FOUND:
                 return self.message(HTTPStatus.NOT_FOUND, "Model not found")
+            case Outcome.INVALID:
+                return self.invalid(admission.problem)
             case Outcome.THROTTLED:
                 return self.message(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests", headers)
             case _:
@@ -70,6 +72,8 @@ class OpenAIAnswers:
         match admission.outcome:
             case Outcome.FORBIDDEN:
                 return self.forbidden()
+            case Outcome.INVALID:
+                return self.invalid(admission.problem)
             case Outcome.MODEL_NOT_FOUND if admission.serves:
                 text = (
                     f"This model does not serve /v1/{ENDPOINT_PATHS[admission.endpoint]}; "

@@ -34,6 +34,7 @@ REFUSED_OUTCOMES = {
     Outcome.TOKENS_LIMITED: RequestLog.Outcome.LIMITED,
     Outcome.THROTTLED: RequestLog.Outcome.THROTTLED,
     Outcome.MODEL_NOT_FOUND: RequestLog.Outcome.INVALID,
+    Outcome.INVALID: RequestLog.Outcome.INVALID,
 }
 LINE = (
     "%(method)s %(path)s %(status)s %(outcome)s key=%(key_id)s model=%(model)s endpoint=%(endpoint)s "

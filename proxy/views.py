@@ -198,9 +198,9 @@ def openai_view(endpoint: Endpoint) -> View:
         meter: Meter = request.state.meter
         try:
             call = endpoint.read(request.state.body)
-            admission = await admit_request(request, presented_key(request, bearer=True), call)
         except InvalidRequest as exc:
             return OPENAI.invalid(exc)
+        admission = await admit_request(request, presented_key(request, bearer=True), call)
         if admission is None:
             return OPENAI.forbidden()
         if not admission.admitted:

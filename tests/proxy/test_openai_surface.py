@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from activity.models import RequestLog
-from keys.models import Usage
+from keys.models import ApiKey, Usage
 from proxy.models import LanguageModel
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -51,7 +51,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "i
 
 
 @pytest.fixture
-def catalog_rows(live, standin):
+def catalog_rows(live, standin) -> None:
     for name, fields in MODELS.items():
         LanguageModel.objects.create(name=name, base_url=standin.url + "/v1", **fields)
 
@@ -74,7 +74,7 @@ def make_client_key(live, catalog_rows, alice, make_plan, make_key):
     """A key (and its secret) on a plan of its own, once the server serves this file's models."""
     made = []
 
-    def make(**terms):
+    def make(**terms) -> tuple[ApiKey, str]:
         key, secret = make_key(alice, make_plan(name=f"Surface{len(made)}", quota=20, **terms))
         made.append(key)
         served(live, secret)
@@ -91,7 +91,7 @@ def sdk(live, make_client_key):
     return client
 
 
-def settled(key, *, endpoint: str, count: int = 1, tokens_each: int = REPORTED, model: str = "surface-fast"):
+def settled(key: ApiKey, *, endpoint: str, count: int = 1, tokens_each: int = REPORTED, model: str = "surface-fast"):
     """Wait for the ledger (it writes in ~1 s batches) to log `count` requests, then check that each
     was settled at what the upstream reported, on the right endpoint, and that the key was charged so."""
     deadline = time.monotonic() + 10
@@ -339,6 +339,10 @@ def test_previous_response_id_without_a_context_window_is_400_and_not_counted(li
     assert (error["type"], error["param"]) == ("invalid_request_error", "previous_response_id")
     assert not Usage.objects.filter(key=key, requests__gt=0).exists()
     assert standin.calls == 0
+    deadline = time.monotonic() + 10  # it reached a key: logged like any other refusal
+    while not (rows := list(RequestLog.objects.filter(key=key))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [(r.status, r.outcome, r.endpoint) for r in rows] == [(400, "invalid", "responses")]
 
 
 def test_previous_response_id_reserves_the_context_window(live, standin, make_client_key):
