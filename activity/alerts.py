@@ -1,5 +1,5 @@
 """Usage alerts: one email to a key's owner when a window's use crosses 80%, and one at 100%, of
-its request quota or token budget.
+its request quota, token budget or money budget.
 
 Many workers may see the same crossing at the same moment; the `UsageAlert` row's unique
 constraint decides which one sends. Called off the hot path (proxy/ledger.py), in a worker thread.
@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from activity.models import AlertOptOut, UsageAlert
+from keys import money
 from keys.models import ApiKey
 
 log = logging.getLogger("tollgate.alerts")
@@ -52,7 +53,7 @@ def alert_once(*, key_id: int, window_start: date, measure: str, threshold: int,
 
 def _message(key: ApiKey, *, measure: str, threshold: int, used: int, limit: int) -> tuple[str, str]:
     period = key.plan.get_period_display().split()[-1]  # "day", "week", "month"
-    what = "request quota" if measure == UsageAlert.Measure.REQUESTS else "token budget"
+    what = {"requests": "request quota", "tokens": "token budget", "budget": "budget"}[measure]
     _start, resets_at = key.plan.window(timezone.now())
     if threshold >= 100:
         subject = f"Tollgate: key {key.prefix}… has used all of its {what} for this {period}"
@@ -60,9 +61,13 @@ def _message(key: ApiKey, *, measure: str, threshold: int, used: int, limit: int
     else:
         subject = f"Tollgate: key {key.prefix}… has used {threshold}% of its {what} for this {period}"
         status = f"The {what} resets at {resets_at:%Y-%m-%d %H:%M} UTC."
+    amounts = (
+        f"spent {money.shown(used)} of {money.shown(limit)}"
+        if measure == UsageAlert.Measure.BUDGET
+        else f"used {used:,} of {limit:,} {measure}"
+    )
     body = (
-        f"Your API key {key.prefix}… on the plan {key.plan.name} has used {used:,} of {limit:,} {measure} "
-        f"this {period}.\n{status}\n\n"
+        f"Your API key {key.prefix}… on the plan {key.plan.name} has {amounts} this {period}.\n{status}\n\n"
         f"Your use, request by request: {settings.SITE_URL}/activity/\n"
         f"To stop these emails, turn usage alerts off on {settings.SITE_URL}/keys/\n"
     )

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 
+from keys import money
 from keys.models import ApiKey
 from proxy.models import ENDPOINTS
 
@@ -31,6 +32,7 @@ class RequestLog(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.PositiveBigIntegerField(default=0, help_text="Money charged, in pico-units (keys/money.py).")
     estimated = models.BooleanField(default=False, help_text="No usage report came: the tokens are an estimate.")
     ttfb_ms = models.PositiveIntegerField("time to first byte (ms)", null=True, blank=True)
     duration_ms = models.PositiveIntegerField("duration (ms)", default=0)
@@ -51,6 +53,10 @@ class RequestLog(models.Model):
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def cost_amount(self):
+        return money.amount(self.cost)
+
 
 class UsageAlert(models.Model):
     """An alert about a key's window crossing a threshold. The unique constraint is the referee:
@@ -59,6 +65,7 @@ class UsageAlert(models.Model):
     class Measure(models.TextChoices):
         REQUESTS = "requests", "requests"
         TOKENS = "tokens", "tokens"
+        BUDGET = "budget", "money budget"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="alerts")
     window_start = models.DateField()

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from activity.models import RequestLog
 from chat import conversations
 from chat.models import Conversation
+from keys import money
 from keys.backends import get_backend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey
@@ -59,6 +60,12 @@ def refused(admission: Admission) -> JsonResponse:
         body["detail"] = (
             f"This key's token budget has {admission.tokens_left:,} tokens left this {admission.key.period_word}, "
             f"and a message here may need up to {admission.reserved:,}. It resets in {admission.resets_in}."
+        )
+    if admission.outcome is Outcome.BUDGET_LIMITED:
+        body["detail"] = (
+            f"This key's budget has {money.shown(admission.money_left)} left this {admission.key.period_word}, "
+            f"and a message here may cost up to {money.shown(admission.reserved_money)}. "
+            f"It resets in {admission.resets_in}."
         )
     return message(text, HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers(), **body)
 

@@ -1,10 +1,13 @@
 import calendar
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import ManyToManyField, Q
+
+from keys import money
 
 # The largest numbers a plan may hold, so that nothing the hot path adds up can overflow a 64-bit
 # counter: a window's tokens stay below MAX_QUOTA requests x (1 MB of prompt + 8 answers of
@@ -51,6 +54,15 @@ class Plan(models.Model):
         blank=True,
         validators=bounded(MAX_OUTPUT_TOKENS),
         help_text="Optional cap on each request's answer, in tokens (local backend).",
+    )
+    budget = models.DecimalField(
+        "money budget",
+        max_digits=7 + money.DECIMALS,
+        decimal_places=money.DECIMALS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.000001")), MaxValueValidator(money.MAX_BUDGET)],
+        help_text="Optional: money allowed in each period, in CURRENCY, at the models' prices (local backend).",
     )
     description = models.TextField(blank=True)
     active = models.BooleanField(default=True, help_text="Inactive plans are not offered for new keys.")
@@ -148,14 +160,16 @@ class ApiKey(models.Model):
 class Usage(models.Model):
     """Requests admitted and tokens charged for one key in one quota window (its first day, UTC).
 
-    `tokens` holds each settled request at what the upstream reported and each request still in
-    flight at its reservation (see proxy/budget.py), so it never understates what was spent.
+    `tokens` and `spent` (money) hold each settled request at what the upstream reported and each
+    request still in flight at its reservation (see proxy/budget.py), so they never understate
+    what was spent.
     """
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage")
     window_start = models.DateField()
     requests = models.PositiveIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
+    spent = models.PositiveBigIntegerField(default=0, help_text="Money charged, in pico-units (keys/money.py).")
 
     class Meta:
         ordering = ["-window_start"]
@@ -164,7 +178,9 @@ class Usage(models.Model):
             models.UniqueConstraint(fields=["key", "window_start"], name="one_usage_row_per_window"),
             # The referee of the reservation arithmetic: a bug that would drive a counter below zero
             # fails its own statement instead of writing a negative count.
-            models.CheckConstraint(condition=Q(requests__gte=0) & Q(tokens__gte=0), name="usage_never_negative"),
+            models.CheckConstraint(
+                condition=Q(requests__gte=0) & Q(tokens__gte=0) & Q(spent__gte=0), name="usage_never_negative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from babel.numbers import list_currencies
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
@@ -355,6 +356,10 @@ GATEWAY_URL = env("GATEWAY_URL").rstrip("/")
 LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")
 LLM_API_KEY = env("LLM_API_KEY")
 LLM_MODEL = env("LLM_MODEL", "demo")
+# The ISO 4217 code of model prices and money budgets (keys/money.py).
+CURRENCY = env("CURRENCY", "USD").upper()
+if CURRENCY not in list_currencies():
+    raise ImproperlyConfigured(f"CURRENCY must be an ISO 4217 code such as USD or EUR, not {CURRENCY!r}")
 LLM_CONNECT_TIMEOUT = envfloat("LLM_CONNECT_TIMEOUT", 5.0)
 LLM_READ_TIMEOUT = envfloat("LLM_READ_TIMEOUT", 60.0)
 # Seconds between the demo model's words, so streaming can be seen.

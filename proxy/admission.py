@@ -12,12 +12,13 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
-from keys import tokens
+from keys import money, tokens
 from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate
 from proxy import budget
 from proxy.catalog import ServedModel, catalog
@@ -34,31 +35,35 @@ KEYS, PLANS, USAGE = ApiKey._meta.db_table, Plan._meta.db_table, Usage._meta.db_
 # A usable key with its plan's terms.
 KEY_SQL = (
     "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
-    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens "
+    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens, p.budget "
     f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
     "WHERE {match} AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %(now)s)"
 )
 KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
 KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")
 
-# The admission: count one request and reserve its tokens if the window has room for both. The
-# conflict target is the (key, window_start) unique constraint; the first request of a window
-# inserts the row in the same statement, and a full window returns no row and changes nothing.
-# A NULL budget is no budget (the CAST lets PostgreSQL type a NULL parameter).
+# The admission: count one request and reserve its tokens and its money if the window has room for
+# all three. The conflict target is the (key, window_start) unique constraint; the first request of a
+# window inserts the row in the same statement, and a full window returns no row and changes nothing.
+# A NULL budget is no budget (the CASTs let PostgreSQL type a NULL parameter).
 ADMIT_SQL = (
-    f"INSERT INTO {USAGE} (key_id, window_start, requests, tokens) "  # noqa: S608
-    "SELECT %(key_id)s, %(window_start)s, 1, %(reserve)s WHERE %(quota)s > 0 "
+    f"INSERT INTO {USAGE} (key_id, window_start, requests, tokens, spent) "  # noqa: S608
+    "SELECT %(key_id)s, %(window_start)s, 1, %(reserve)s, %(reserve_money)s WHERE %(quota)s > 0 "
     "AND (CAST(%(budget)s AS BIGINT) IS NULL OR %(reserve)s <= %(budget)s) "
+    "AND (CAST(%(money)s AS BIGINT) IS NULL OR %(reserve_money)s <= %(money)s) "
     f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {USAGE}.requests + 1, "
-    f"tokens = {USAGE}.tokens + %(reserve)s WHERE {USAGE}.requests < %(quota)s "
+    f"tokens = {USAGE}.tokens + %(reserve)s, spent = {USAGE}.spent + %(reserve_money)s "
+    f"WHERE {USAGE}.requests < %(quota)s "
     f"AND (CAST(%(budget)s AS BIGINT) IS NULL OR {USAGE}.tokens + %(reserve)s <= %(budget)s) "
-    "RETURNING requests, tokens"
+    f"AND (CAST(%(money)s AS BIGINT) IS NULL OR {USAGE}.spent + %(reserve_money)s <= %(money)s) "
+    "RETURNING requests, tokens, spent"
 )
 GIVE_BACK_SQL = (
-    f"UPDATE {USAGE} SET requests = requests - 1, tokens = tokens - %(reserved)s "  # noqa: S608
+    f"UPDATE {USAGE} SET requests = requests - 1, tokens = tokens - %(reserved)s, "  # noqa: S608
+    "spent = spent - %(reserved_money)s "
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s AND requests > 0"
 )
-USED_SQL = f"SELECT requests, tokens FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
+USED_SQL = f"SELECT requests, tokens, spent FROM {USAGE} WHERE key_id = %(key_id)s AND window_start = %(window_start)s"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,11 @@ class KeyTerms:
     burst_limit: int | None
     token_quota: int | None
     max_output_tokens: int | None
+    budget: Decimal | float | None  # money per period, in CURRENCY (SQLite's raw rows give a float)
+
+    @property
+    def budget_units(self) -> int | None:
+        return None if self.budget is None else money.units(self.budget)
 
     @property
     def period_word(self) -> str:
@@ -89,6 +99,7 @@ class Outcome(enum.Enum):
     THROTTLED = "throttled"
     LIMITED = "limited"  # the request quota is used up
     TOKENS_LIMITED = "tokens_limited"  # the token budget cannot cover the reservation
+    BUDGET_LIMITED = "budget_limited"  # the money budget cannot cover the reservation
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ class Admission:
     window_start: date | None = None
     resets_at: datetime | None = None
     tokens_used: int = 0  # the window's tokens, this request's reservation included
+    spent: int = 0  # the window's money, in units, this request's reservation included
+    reserved_money: int = 0  # the reservation priced at the dearest model of the route
     prompt_size: int = 0  # the prompt's bound in tokens (proxy/budget.py)
     reserved: int = 0  # tokens reserved: the prompt's bound plus the answer's, for each choice
     max_tokens: int | None = None  # the answer's bound, sent upstream; None: nothing bounds it
@@ -130,6 +143,14 @@ class Admission:
         return max((self.token_budget or 0) - self.tokens_used, 0)
 
     @property
+    def money_budget(self) -> int | None:
+        return self.key.budget_units if self.key else None
+
+    @property
+    def money_left(self) -> int:
+        return max((self.money_budget or 0) - self.spent, 0)
+
+    @property
     def retry_after(self) -> int:
         return max(math.ceil((self.resets_at - self.now).total_seconds()), 1)
 
@@ -141,6 +162,12 @@ class Admission:
     def refusal_text(self) -> str:
         """Why a quota or budget refused the request, and what the client can do about it."""
         key = self.key
+        if self.outcome is Outcome.BUDGET_LIMITED:
+            return (
+                f"Limit Exceeded: {money.shown(self.money_left)} left of {money.shown(self.money_budget)} "
+                f"per {key.period_word}, and this request reserves up to {money.shown(self.reserved_money)}. "
+                f"Lower max_tokens, or wait {self.resets_in} for the reset."
+            )
         if self.outcome is Outcome.TOKENS_LIMITED:
             return (
                 f"Limit Exceeded: {self.tokens_left:,} tokens left of {key.token_quota:,} per {key.period_word}, "
@@ -165,7 +192,7 @@ class Admission:
             headers["x-ratelimit-reset-tokens"] = self.resets_in
         if self.capped:
             headers["x-max-tokens-capped"] = str(self.max_tokens)
-        if self.outcome in (Outcome.LIMITED, Outcome.TOKENS_LIMITED):
+        if self.outcome in (Outcome.LIMITED, Outcome.TOKENS_LIMITED, Outcome.BUDGET_LIMITED):
             headers["Retry-After"] = str(self.retry_after)
             headers["x-should-retry"] = "false"  # the window is spent: SDKs must not retry into it
         elif self.outcome is Outcome.THROTTLED:
@@ -239,31 +266,50 @@ async def admit(
     )
     prompt = budget.prompt_bound(call, route)
     reserved = budget.reservation(prompt_size=prompt, bound=bound if call.bound_field else None, choices=call.choices)
+    reserved_money = budget.money_reservation(prompt=prompt, answer=reserved - prompt, route=route)
     terms = {
         "now": now, "key": key, "route": route, "endpoint": call.endpoint.name, "window_start": window_start,
         "prompt_size": prompt, "reserved": reserved, "max_tokens": bound if call.bound_field else None,
         "capped": call.asked is not None and bound is not None and call.asked > bound,
+        "reserved_money": reserved_money,
     }  # fmt: skip
     if await _throttled(key):
-        used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
-        return Admission(
-            Outcome.THROTTLED, used=used["requests"], tokens_used=used["tokens"],
-            resets_at=now + timedelta(seconds=1), **terms,
-        )  # fmt: skip
+        used = await database().one(USED_SQL, window) or NOTHING_USED
+        return Admission(Outcome.THROTTLED, **_counts(used), resets_at=now + timedelta(seconds=1), **terms)
+    money_budget = key.budget_units
     row = await database().one(
-        ADMIT_SQL, {**window, "quota": key.quota, "budget": key.token_quota, "reserve": terms["reserved"]}
-    )
+        ADMIT_SQL,
+        {
+            **window, "quota": key.quota, "budget": key.token_quota, "reserve": reserved, "money": money_budget,
+            # Past the budget it is refused whatever its size: no larger number need reach SQL.
+            "reserve_money": reserved_money if money_budget is None else min(reserved_money, money_budget + 1),
+        },
+    )  # fmt: skip
     if row is None:
-        used = await database().one(USED_SQL, window) or {"requests": 0, "tokens": 0}
-        outcome = Outcome.LIMITED if used["requests"] >= key.quota else Outcome.TOKENS_LIMITED
-        return Admission(outcome, used=used["requests"], tokens_used=used["tokens"], resets_at=resets_at, **terms)
-    return Admission(Outcome.ADMITTED, used=row["requests"], tokens_used=row["tokens"], resets_at=resets_at, **terms)
+        used = await database().one(USED_SQL, window) or NOTHING_USED
+        if used["requests"] >= key.quota:
+            outcome = Outcome.LIMITED
+        elif key.token_quota is not None and used["tokens"] + reserved > key.token_quota:
+            outcome = Outcome.TOKENS_LIMITED
+        else:
+            outcome = Outcome.BUDGET_LIMITED
+        return Admission(outcome, **_counts(used), resets_at=resets_at, **terms)
+    return Admission(Outcome.ADMITTED, **_counts(row), resets_at=resets_at, **terms)
+
+
+NOTHING_USED = {"requests": 0, "tokens": 0, "spent": 0}
+
+
+def _counts(row: dict) -> dict:
+    return {"used": row["requests"], "tokens_used": row["tokens"], "spent": row["spent"]}
 
 
 async def give_back(admission: Admission) -> None:
     """Return an admitted request and its tokens: the upstream failed before sending anything."""
     window = {"key_id": admission.key.key_id, "window_start": admission.window_start}
-    await database().run(GIVE_BACK_SQL, {**window, "reserved": admission.reserved})
+    await database().run(
+        GIVE_BACK_SQL, {**window, "reserved": admission.reserved, "reserved_money": admission.reserved_money}
+    )
 
 
 async def _throttled(key: KeyTerms) -> bool:

@@ -18,6 +18,10 @@ ENDPOINT_PATHS = {
 }  # fmt: skip
 
 
+# Which of a plan's limits refused a request, as OpenAI's error `type` names it.
+LIMIT_TYPES = {Outcome.LIMITED: "requests", Outcome.TOKENS_LIMITED: "tokens", Outcome.BUDGET_LIMITED: "budget"}
+
+
 class QueryAnswers:
     """`/query`: the seed's plain shape."""
 
@@ -89,7 +93,7 @@ class OpenAIAnswers:
                     HTTPStatus.TOO_MANY_REQUESTS, text, type_="requests", code="rate_limit_exceeded", headers=headers
                 )
             case _:
-                type_ = "tokens" if admission.outcome is Outcome.TOKENS_LIMITED else "requests"
+                type_ = LIMIT_TYPES[admission.outcome]
                 return self.error(
                     HTTPStatus.TOO_MANY_REQUESTS, admission.refusal_text, type_=type_, code="rate_limit_exceeded",
                     headers=headers,

@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from keys import money
+
 # The answer's bound when a plan has a token budget and nothing else caps the answer.
 DEFAULT_OUTPUT_BOUND = 4096
+MAX_REPORTED = 10**9  # a usage report of more tokens than this for one request is no report
 BYTES_PER_TOKEN_ESTIMATE = 4  # the usual rule of thumb for English text with BPE tokenizers
 
 
@@ -32,7 +35,9 @@ class TokenCount:
         if not isinstance(usage, dict):
             return None
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (prompt, completion)):
+        if not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_REPORTED for n in (prompt, completion)
+        ):
             return None
         return cls(prompt, completion)
 
@@ -74,6 +79,15 @@ def reservation(*, prompt_size: int, bound: int | None, choices: int) -> int:
     if prompt_size < 0 or choices < 1 or (bound is not None and bound < 1):
         raise ValueError(f"no reservation for prompt_size={prompt_size}, bound={bound}, choices={choices}")
     return prompt_size + choices * (bound or 0)
+
+
+def money_reservation(*, prompt: int, answer: int, route) -> int:
+    """The token reservation priced at the dearest model of the route (a fallback may answer):
+    the prompt's bound at the highest input price, the answer's at the highest output price."""
+    return min(
+        prompt * max(model.input_units for model in route) + answer * max(model.output_units for model in route),
+        money.MAX_UNITS,
+    )
 
 
 def estimate(*, prompt_size: int, output_size: int) -> TokenCount:

@@ -16,8 +16,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from keys import money
 from keys.models import Plan
 from proxy import metrics
+from proxy.budget import TokenCount
 from proxy.demo import DemoModel
 from proxy.endpoints import Call
 from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, ENDPOINTS, Fallback, LanguageModel
@@ -37,6 +39,12 @@ class ServedModel:
     context_window: int | None = None
     max_media_tokens: int = DEFAULT_MAX_MEDIA_TOKENS
     extra_fields: frozenset[str] = frozenset()
+    input_units: int = 0  # a prompt token's price, in money units (keys/money.py)
+    output_units: int = 0  # a completion token's price
+
+    def cost(self, tokens: TokenCount) -> int:
+        """What `tokens` cost at this model's prices, in money units."""
+        return tokens.prompt_tokens * self.input_units + tokens.completion_tokens * self.output_units
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def catalog_build() -> Catalog:
             context_window=row.context_window,
             max_media_tokens=row.max_media_tokens,
             extra_fields=frozenset(row.extra_fields),
+            input_units=money.per_token(row.input_price),
+            output_units=money.per_token(row.output_price),
         )
     if settings.LLM_MODEL not in models and (settings.LLM_BASE_URL or not models):
         # The one model of the environment serves every endpoint: its upstream answers what it

@@ -8,6 +8,7 @@ import json
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -16,6 +17,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from keys import money
+from keys.backends import get_backend
 from keys.models import Plan
 from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, Fallback, LanguageModel
 
@@ -60,6 +63,21 @@ def count(value: Any) -> int:
     if value < 1:
         raise _refused("at least 1", value)
     return value
+
+
+def price(value: Any) -> Decimal:
+    """Money, as a decimal string ("0.15") or a number, with at most 6 decimals, never below zero."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _refused('a decimal string such as "0.15"', value)
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise _refused('a decimal string such as "0.15"', value) from None
+    if not amount.is_finite() or amount < 0:
+        raise _refused("zero or more", value)
+    if -amount.as_tuple().exponent > money.DECIMALS:
+        raise _refused(f"at most {money.DECIMALS} decimals", value)
+    return amount
 
 
 def flag(value: Any) -> bool:
@@ -118,6 +136,8 @@ MODEL = Schema(
         "context_window": Field("context_window", count, None),
         "max_media_tokens": Field("max_media_tokens", count, DEFAULT_MAX_MEDIA_TOKENS),
         "extra_fields": Field("extra_fields", names("field names"), []),
+        "input_price": Field("input_price", price, None),
+        "output_price": Field("output_price", price, None),
         "active": Field("active", flag, True),
         "fallbacks": Field("fallbacks", model_names, []),
     },
@@ -136,6 +156,7 @@ PLAN = Schema(
         "description": Field("description", text, ""),
         "active": Field("active", flag, True),
         "tokens": Field("token_quota", count, None),
+        "budget": Field("budget", price, None),
         "max_output_tokens": Field("max_output_tokens", count, None),
         "models": Field("models", model_names, []),
     },
@@ -180,6 +201,10 @@ def config_load(*, path: Path, prune: bool = False) -> Summary:
     document = config_read(path=path)
     model_entries = _entries(document, MODEL)
     plan_entries = _entries(document, PLAN)
+    if not get_backend().serves_model_api:  # API Gateway counts requests; nothing would keep a budget
+        for entry in plan_entries:
+            if entry.values["budget"] is not None:
+                raise ConfigError(f'plan "{entry.name}": budget: the aws backend counts requests only, not money')
     try:
         # The links are checked against the rows in the transaction that writes, so they cannot go stale.
         with transaction.atomic():

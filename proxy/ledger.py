@@ -43,7 +43,8 @@ FAILURES = AuthFailure._meta.db_table
 
 # The reservation goes back and the charge goes in. The usage row exists: the admission made it.
 SETTLE_SQL = (
-    f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s "  # noqa: S608
+    f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s, "  # noqa: S608
+    "spent = spent - %(reserved_money)s + %(cost)s "
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s"
 )
 # When each key was last used: once per key and batch, and never backwards (the ledger of another
@@ -64,10 +65,10 @@ AUTH_FAILURE_SQL = (
 # A key deleted since the request leaves no row (and does not fail the batch).
 LOG_SQL = (
     f"INSERT INTO {LOG} (key_id, model, endpoint, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
-    "estimated, ttfb_ms, duration_ms, request_id, client_ip) "
+    "cost, estimated, ttfb_ms, duration_ms, request_id, client_ip) "
     "SELECT %(key_id)s, %(model)s, %(endpoint)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, "
-    "%(completion_tokens)s, %(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, %(request_id)s, "
-    "%(client_ip)s "
+    "%(completion_tokens)s, %(cost)s, %(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, "
+    "%(request_id)s, %(client_ip)s "
     f"WHERE EXISTS (SELECT 1 FROM {KEYS} WHERE id = %(key_id)s)"
 )
 
@@ -91,21 +92,24 @@ class Entry:
     window_start: date | None = None
     admitted: bool = False  # counted against the quota (and maybe given back since)
     reserved: int | None = None  # None: nothing to settle (refused, or given back already)
+    reserved_money: int = 0
+    cost: int = 0  # money charged, in units (keys/money.py)
     requests_used: int = 0  # for the alerts: the window's count after this request
     quota: int = 0
     token_budget: int | None = None
+    money_budget: int | None = None  # in units
 
     def settlement(self) -> dict:
         return {
             "key_id": self.key_id, "window_start": self.window_start, "reserved": self.reserved,
-            "charged": self.tokens.total,
+            "charged": self.tokens.total, "reserved_money": self.reserved_money, "cost": self.cost,
         }  # fmt: skip
 
     def log_row(self) -> dict:
         return {
             "key_id": self.key_id, "model": self.model, "endpoint": self.endpoint, "at": self.at, "status": self.status,
             "outcome": self.outcome, "prompt_tokens": self.tokens.prompt_tokens,
-            "completion_tokens": self.tokens.completion_tokens, "estimated": self.estimated,
+            "completion_tokens": self.tokens.completion_tokens, "cost": self.cost, "estimated": self.estimated,
             "ttfb_ms": self.ttfb_ms, "duration_ms": self.duration_ms, "request_id": self.request_id,
             "client_ip": self.client_ip,
         }  # fmt: skip
@@ -250,11 +254,14 @@ class Ledger:
         for (key_id, window_start), entry in latest.items():
             for threshold in alerts.crossed(entry.requests_used, entry.quota):
                 crossings.append((key_id, window_start, "requests", threshold, entry.requests_used, entry.quota))
-            if entry.token_budget:
+            if entry.token_budget or entry.money_budget:
                 row = await database().one(USED_SQL, {"key_id": key_id, "window_start": window_start})
-                used = row["tokens"] if row else 0
-                for threshold in alerts.crossed(used, entry.token_budget):
-                    crossings.append((key_id, window_start, "tokens", threshold, used, entry.token_budget))
+                for measure, used, limit in (
+                    ("tokens", row["tokens"] if row else 0, entry.token_budget),
+                    ("budget", row["spent"] if row else 0, entry.money_budget),
+                ):
+                    for threshold in alerts.crossed(used, limit):
+                        crossings.append((key_id, window_start, measure, threshold, used, limit))
         for key_id, window_start, measure, threshold, used, limit in crossings:
             if (key_id, window_start, measure, threshold) in self.alerted:
                 continue

@@ -19,9 +19,11 @@ from typing import TypeVar
 import anyio
 
 from activity.models import RequestLog
+from keys.money import MAX_UNITS
 from proxy import metrics
 from proxy.admission import Admission, Outcome, give_back
 from proxy.budget import TokenCount, charge
+from proxy.catalog import ServedModel
 from proxy.ledger import Entry, ledger
 from proxy.relay import OnDone, Relayed
 
@@ -32,6 +34,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose answer could n
 REFUSED_OUTCOMES = {
     Outcome.LIMITED: RequestLog.Outcome.LIMITED,
     Outcome.TOKENS_LIMITED: RequestLog.Outcome.LIMITED,
+    Outcome.BUDGET_LIMITED: RequestLog.Outcome.LIMITED,
     Outcome.THROTTLED: RequestLog.Outcome.THROTTLED,
     Outcome.MODEL_NOT_FOUND: RequestLog.Outcome.INVALID,
     Outcome.INVALID: RequestLog.Outcome.INVALID,
@@ -74,7 +77,8 @@ class Meter:
         self.entry = Entry(
             key_id=admission.key.key_id, at=admission.now, request_id=self.request_id, client_ip=self.client_ip,
             window_start=admission.window_start, requests_used=admission.used, quota=admission.key.quota,
-            token_budget=admission.token_budget, endpoint=admission.endpoint, **self._times(), **fields,
+            token_budget=admission.token_budget, money_budget=admission.money_budget, endpoint=admission.endpoint,
+            **self._times(), **fields,
         )  # fmt: skip
         ledger().add(self.entry)
         metrics.REQUESTS.labels(self.entry.model, self.entry.outcome).inc()
@@ -109,29 +113,31 @@ class Meter:
         self,
         admission: Admission,
         *,
-        model: str,
+        model: ServedModel,
         status: int,
         outcome: str,
         reported: TokenCount | None,
         output_size: int,
     ) -> TokenCount:
-        """The request ended: charge it, at what the upstream reported or else an estimate."""
-        cap = admission.reserved if admission.token_budget is not None else None
+        """The request ended: charge it, at what the upstream reported or else an estimate, priced at
+        the model that answered. On a plan with a budget, never more than the reservation."""
+        cap = admission.reserved if admission.token_budget is not None or admission.money_budget is not None else None
         tokens, estimated = charge(
             reported=reported, cap=cap, prompt_size=admission.prompt_size, output_size=output_size
         )
+        cost = min(model.cost(tokens), admission.reserved_money if admission.money_budget is not None else MAX_UNITS)
         self._record(
-            admission, status=status, outcome=outcome, model=model, tokens=tokens, estimated=estimated,
-            reserved=admission.reserved, admitted=True,
+            admission, status=status, outcome=outcome, model=model.name, tokens=tokens, estimated=estimated,
+            reserved=admission.reserved, reserved_money=admission.reserved_money, cost=cost, admitted=True,
         )  # fmt: skip
         return tokens
 
-    def when_done(self, admission: Admission, model: str, then: OnDone | None = None) -> OnDone:
+    def when_done(self, admission: Admission, model: ServedModel, then: OnDone | None = None) -> OnDone:
         """What a relay does when it ends: charge the request, then whatever else the endpoint keeps."""
 
         async def on_done(relayed: Relayed) -> None:
             if relayed.outcome == RequestLog.Outcome.UPSTREAM_ERROR:
-                metrics.UPSTREAM_ERRORS.labels(model, "broken").inc()
+                metrics.UPSTREAM_ERRORS.labels(model.name, "broken").inc()
             self.settled(
                 admission, model=model, status=HTTPStatus.OK, outcome=relayed.outcome, reported=relayed.usage,
                 output_size=relayed.output_size,

@@ -1,9 +1,10 @@
 """The model catalog: the models Tollgate serves, each from its own OpenAI-compatible upstream."""
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from keys import money
 from keys.models import MAX_OUTPUT_TOKENS, bounded
 
 ENDPOINTS = ("chat", "completions", "responses", "embeddings")
@@ -84,6 +85,22 @@ class LanguageModel(models.Model):
         blank=True,
         validators=[validate_field_names],
         help_text="Request fields beyond OpenAI's that this upstream takes (vLLM's top_k, say).",
+    )
+    input_price = models.DecimalField(
+        max_digits=4 + money.DECIMALS,
+        decimal_places=money.DECIMALS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(money.MAX_PRICE)],
+        help_text="Optional: the price of a million prompt tokens, in CURRENCY. Empty: free.",
+    )
+    output_price = models.DecimalField(
+        max_digits=4 + money.DECIMALS,
+        decimal_places=money.DECIMALS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(money.MAX_PRICE)],
+        help_text="Optional: the price of a million completion tokens, in CURRENCY. Empty: free.",
     )
     fallbacks = models.ManyToManyField("self", through="Fallback", symmetrical=False, related_name="+", blank=True)
     active = models.BooleanField(default=True)

@@ -69,7 +69,7 @@ async def openai_answer(admission: Admission, call: Call, meter: Meter) -> Respo
     except UpstreamError as exc:
         return OPENAI.upstream_refused(exc) if exc.client_error else OPENAI.bad_gateway()
     if events is not None:
-        on_done = meter.when_done(admission, model.name)
+        on_done = meter.when_done(admission, model)
         relay = relay_events(
             first, events, endpoint=call.endpoint, model=model.name, include_usage=call.include_usage, on_done=on_done
         )
@@ -81,7 +81,7 @@ async def openai_answer(admission: Admission, call: Call, meter: Meter) -> Respo
     if not isinstance(answer, dict):
         answer = {}
     charged = meter.settled(
-        admission, model=model.name, status=HTTPStatus.OK, outcome=RequestLog.Outcome.OK,
+        admission, model=model, status=HTTPStatus.OK, outcome=RequestLog.Outcome.OK,
         reported=call.endpoint.usage(answer), output_size=call.endpoint.output_size(answer),
     )  # fmt: skip
     settled = replace(admission, tokens_used=admission.tokens_used - admission.reserved + charged.total)
@@ -92,4 +92,4 @@ async def text_stream(admission: Admission, call: Call, meter: Meter, then: OnDo
     """An admitted text chat's answer (`/query`, the chat page) as raw text; `then` keeps the turn.
     Raises UpstreamError, the request given back, when no model answered."""
     model, first, events = await ask_route(admission, call, meter)
-    return relay_text(first, events, endpoint=call.endpoint, on_done=meter.when_done(admission, model.name, then))
+    return relay_text(first, events, endpoint=call.endpoint, on_done=meter.when_done(admission, model, then))

@@ -1,0 +1,113 @@
+"""Prices and money budgets: reserve at the dearest model of the route, settle at the model that
+answered, exactly, in whole units of 10^-12 of the currency (keys/money.py)."""
+
+import json
+from decimal import Decimal
+from http import HTTPStatus
+
+import pytest
+
+from activity.models import RequestLog
+from keys import money
+from keys.models import Usage
+from proxy.models import Fallback, LanguageModel
+from tests.asgi import fetch, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BODY = {"model": "priced", "max_tokens": 10, "messages": [{"role": "user", "content": "Hello there"}]}
+RAW = json.dumps(BODY)
+PROMPT = len(RAW.encode())  # the prompt's bound: the body's bytes
+
+
+def priced(standin, name: str = "priced", *, input_price: str, output_price: str) -> LanguageModel:
+    return LanguageModel.objects.create(
+        name=name, base_url=standin.url + "/v1", input_price=Decimal(input_price), output_price=Decimal(output_price)
+    )
+
+
+def complete(secret: str, raw: str = RAW):
+    return fetch(
+        "post", "/v1/chat/completions", data=raw, content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    )  # fmt: skip
+
+
+def test_money_units_are_exact():
+    assert money.per_token(Decimal("0.000001")) == 1  # the smallest price charges one unit a token
+    assert money.per_token(Decimal("0.15")) == 150_000
+    assert money.units(Decimal("5.00")) == 5 * 10**12
+    assert money.units(0.1) == 10**11  # SQLite's float, by its repr
+    assert money.decimal_string(4_200_000_000) == "0.0042"
+    assert money.decimal_string(5 * 10**12) == "5.00"
+    assert money.decimal_string(1) == "0.000000000001"
+    assert money.shown(4_200_000_000) == "$0.0042"
+    assert money.shown(5 * 10**12, "EUR") == "€5.00"
+
+
+def test_a_request_is_reserved_then_settled_at_the_prices_of_the_model_that_answered(
+    alice, make_plan, make_key, upstream
+):
+    priced(upstream, input_price="0.15", output_price="0.60")
+    key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("1.00")))
+    assert complete(secret).status_code == HTTPStatus.OK
+    reserved = PROMPT * 150_000 + 10 * 600_000
+    assert Usage.objects.get(key=key).spent == reserved  # until the ledger writes
+    settle()
+    cost = 7 * 150_000 + 5 * 600_000  # the stand-in reports 7 prompt and 5 completion tokens
+    assert Usage.objects.get(key=key).spent == cost
+    assert RequestLog.objects.get().cost == cost
+
+
+def test_a_budget_that_cannot_cover_the_reservation_is_429_saying_what_is_left(alice, make_plan, make_key, upstream):
+    priced(upstream, input_price="1", output_price="1")  # a unit of 10^-6 a token
+    reservation = (PROMPT + 10) * 10**6
+    key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation + reservation // 2)))
+    assert complete(secret).status_code == HTTPStatus.OK
+    settle()  # 12 tokens charged
+    assert complete(secret).status_code == HTTPStatus.OK  # its reservation still fits
+    response = complete(secret)
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("budget", "rate_limit_exceeded")
+    left = reservation + reservation // 2 - 12 * 10**6 - reservation
+    assert f"{money.shown(left)} left of {money.shown(reservation + reservation // 2)} per day" in error["message"]
+    assert response["x-should-retry"] == "false"
+    assert Usage.objects.get(key=key).requests == 2 and upstream.calls == 2
+
+
+def test_a_budget_of_exactly_one_requests_reservation_admits_it_and_then_no_more(
+    alice, make_plan, make_key, upstream
+):
+    priced(upstream, input_price="0.000001", output_price="0.000003")  # 1 and 3 units a token
+    reservation = PROMPT * 1 + 10 * 3
+    key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation)))
+    assert complete(secret).status_code == HTTPStatus.OK
+    assert complete(secret).status_code == HTTPStatus.TOO_MANY_REQUESTS  # the first is still reserved
+    settle()
+    assert Usage.objects.get(key=key).spent == 7 * 1 + 5 * 3
+    assert RequestLog.objects.filter(status=200).get().cost == 22
+
+
+def test_a_fallback_that_answers_is_charged_at_its_own_price_and_the_reservation_covered_it(
+    alice, make_plan, make_key, upstream
+):
+    cheap = priced(upstream, input_price="0.10", output_price="0.10")
+    cheap.base_url = "http://127.0.0.1:9/v1"  # nothing listens: it fails before its first byte
+    cheap.save()
+    dear = priced(upstream, "dear", input_price="2.00", output_price="8.00")
+    Fallback.objects.create(model=cheap, to=dear)
+    key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("10")))
+    response = complete(secret)
+    assert response.status_code == HTTPStatus.OK and response.json()["model"] == "dear"
+    assert Usage.objects.get(key=key).spent == PROMPT * 2_000_000 + 10 * 8_000_000  # priced at the dearest
+    settle()
+    assert RequestLog.objects.get().cost == 7 * 2_000_000 + 5 * 8_000_000
+
+
+def test_a_request_that_fails_upstream_gives_its_money_back(alice, make_plan, make_key, upstream):
+    priced(upstream, input_price="1", output_price="1")
+    upstream.mode = "error"
+    key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("1")))
+    assert complete(secret).status_code == HTTPStatus.BAD_GATEWAY
+    assert (Usage.objects.get(key=key).requests, Usage.objects.get(key=key).spent) == (0, 0)
