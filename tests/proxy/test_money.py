@@ -76,9 +76,7 @@ def test_a_budget_that_cannot_cover_the_reservation_is_429_saying_what_is_left(a
     assert Usage.objects.get(key=key).requests == 2 and upstream.calls == 2
 
 
-def test_a_budget_of_exactly_one_requests_reservation_admits_it_and_then_no_more(
-    alice, make_plan, make_key, upstream
-):
+def test_a_budget_of_exactly_one_requests_reservation_admits_it_and_then_no_more(alice, make_plan, make_key, upstream):
     priced(upstream, input_price="0.000001", output_price="0.000003")  # 1 and 3 units a token
     reservation = PROMPT * 1 + 10 * 3
     key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation)))
