@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from activity.models import AlertOptOut, RequestLog, UsageAlert
+from keys import money
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -35,18 +36,41 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "outcome",
         "prompt_tokens",
         "completion_tokens",
+        "cost_shown",
         "estimated",
         "ttfb_ms",
         "duration_ms",
         "request_id",
         "client_ip",
     ]
+    # The detail page shows the cost as money too, not as a count of pico-units.
+    fields = [
+        "key",
+        "at",
+        "model",
+        "endpoint",
+        "status",
+        "outcome",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_shown",
+        "estimated",
+        "ttfb_ms",
+        "duration_ms",
+        "request_id",
+        "client_ip",
+    ]
+    readonly_fields = ["cost_shown"]
     list_filter = ["outcome", ("model", ModelFilter), "endpoint", "estimated"]
     list_select_related = ["key__owner"]
     search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model", "=client_ip"]
     date_hierarchy = "at"
     # The log is the biggest table: skip counting all of it on every page.
     show_full_result_count = False
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_shown(self, row: RequestLog) -> str:
+        return money.shown(row.cost)
 
 
 @admin.register(UsageAlert)

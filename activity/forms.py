@@ -8,7 +8,8 @@ class UsageAlertsForm(forms.Form):
     """Usage alerts are on unless the user opted out; an unticked box is a POST without the field."""
 
     alerts = forms.BooleanField(
-        required=False, label="Email me when a key reaches 80% and 100% of its quota or token budget"
+        required=False,
+        label="Email me when a key reaches 80% and 100% of its request quota, token budget or money budget",
     )
 
     def __init__(self, *args, user: AbstractBaseUser, **kwargs) -> None:

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from activity.models import RequestLog
+from keys.serializers import MoneyField
 
 # The API's fields, and the CSV's columns in this order.
 FIELDS = [
@@ -13,6 +14,7 @@ FIELDS = [
     "outcome",
     "prompt_tokens",
     "completion_tokens",
+    "cost",
     "estimated",
     "ttfb_ms",
     "duration_ms",
@@ -21,6 +23,8 @@ FIELDS = [
 
 
 class RequestLogSerializer(serializers.ModelSerializer):
+    cost = MoneyField(help_text="What the request was charged (priced at an estimate where `estimated`).")
+
     class Meta:
         model = RequestLog
         fields = FIELDS

@@ -12,17 +12,22 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 
 from activity.models import RequestLog
 from activity.serializers import FIELDS
+from keys import money
 from keys.models import ApiKey
 
 # A cell that starts like a formula is run by spreadsheets; a leading quote keeps it text.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Counted in pico-units, written as the JSON API gives them: exact decimal strings of CURRENCY.
+MONEY_COLUMNS = {"cost"}
 
 
 def request_log_of(*, user: AbstractBaseUser) -> QuerySet[RequestLog]:
     return RequestLog.objects.filter(key__owner=user)
 
 
-def csv_cell(value):
+def csv_cell(value, *, is_money: bool = False):
+    if is_money:
+        return money.decimal_string(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
@@ -39,7 +44,7 @@ async def request_log_csv(rows: AsyncIterable[dict], *, chunk_chars: int = 64 * 
     writer = csv.writer(out)
     writer.writerow(FIELDS)
     async for row in rows:
-        writer.writerow([csv_cell(row[name]) for name in FIELDS])
+        writer.writerow([csv_cell(row[name], is_money=name in MONEY_COLUMNS) for name in FIELDS])
         if out.tell() >= chunk_chars:
             yield out.getvalue()
             out.seek(0)
@@ -48,8 +53,8 @@ async def request_log_csv(rows: AsyncIterable[dict], *, chunk_chars: int = 64 * 
 
 
 def window_by_model(keys: list[ApiKey], now: datetime) -> list[dict]:
-    """This window's requests and tokens per model across `keys`, from the request log, most used
-    first. Each key counts from the start of its own window. A refused request names no model, so
+    """This window's requests, tokens and cost (pico-units) per model across `keys`, from the request
+    log, most used first. Each key counts from the start of its own window. A refused request names no model, so
     only those a model answered are counted."""
     keys_by_start: dict[datetime, list[int]] = {}
     for key in keys:
@@ -62,6 +67,6 @@ def window_by_model(keys: list[ApiKey], now: datetime) -> list[dict]:
         RequestLog.objects.filter(since)
         .exclude(model="")
         .values("model")
-        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
+        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")), cost=Sum("cost"))
         .order_by("-requests", "model")
     )

@@ -1,10 +1,23 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from keys import services
+from keys import money, services
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, AuthFailure, Plan, Usage
+
+
+def in_currency(formfield):
+    """A money field's help names the currency it is in, not the setting that picks it."""
+    if formfield is not None and formfield.help_text:
+        formfield.help_text = formfield.help_text.replace("CURRENCY", settings.CURRENCY)
+    return formfield
+
+
+@admin.display(description="spent", ordering="spent")
+def spent_shown(usage: Usage) -> str:
+    return money.shown(usage.spent)
 
 
 @admin.register(Plan)
@@ -14,6 +27,7 @@ class PlanAdmin(admin.ModelAdmin):
         "quota",
         "period",
         "token_quota",
+        "budget_shown",
         "max_output_tokens",
         "rate_limit",
         "burst_limit",
@@ -23,6 +37,13 @@ class PlanAdmin(admin.ModelAdmin):
     list_filter = ["period", "active", "models"]
     search_fields = ["name"]
     filter_horizontal = ["models"]
+
+    @admin.display(description="money budget", ordering="budget")
+    def budget_shown(self, plan: Plan) -> str | None:
+        return None if plan.budget is None else money.shown(money.units(plan.budget))
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        return in_currency(super().formfield_for_dbfield(db_field, request, **kwargs))
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # Where the backend keeps plans elsewhere (API Gateway), refresh the rows from it first.
@@ -37,7 +58,7 @@ class UsageInline(admin.TabularInline):
     model = Usage
     extra = 0
     can_delete = False
-    readonly_fields = ["window_start", "requests", "tokens"]
+    fields = readonly_fields = ["window_start", "requests", "tokens", spent_shown]
     max_num = 0
 
 
@@ -65,7 +86,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Usage)
 class UsageAdmin(admin.ModelAdmin):
-    list_display = ["key", "window_start", "requests", "tokens"]
+    list_display = ["key", "window_start", "requests", "tokens", spent_shown]
+    fields = readonly_fields = list_display
     list_filter = ["window_start"]
     search_fields = ["key__prefix", "key__owner__email"]
 

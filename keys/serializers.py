@@ -1,10 +1,37 @@
+from decimal import Decimal
+
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from keys import money
 from keys.models import ApiKey, Plan
+
+MONEY_SCHEMA = {
+    "type": "string",
+    "format": "decimal",
+    "pattern": r"^\d+\.\d{2,12}$",
+    "example": "0.0042",
+    "description": "Money, as an exact decimal string of the deployment's currency (`currency` in the key list).",
+}
+
+
+@extend_schema_field(MONEY_SCHEMA)
+class MoneyField(serializers.Field):
+    """Money as the JSON API gives it: an exact decimal string ("0.0042", "5.00"), never a float.
+    Reads pico-units (keys/money.py), or with `amount=True` a decimal of the currency (a plan's budget)."""
+
+    def __init__(self, *, amount: bool = False, **kwargs) -> None:
+        self.amount = amount
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: int | Decimal) -> str:
+        return money.decimal_string(money.units(value) if self.amount else value)
 
 
 class PlanSerializer(serializers.ModelSerializer):
+    budget = MoneyField(amount=True, allow_null=True, help_text="Money allowed per period; null: no money budget.")
+
     class Meta:
         model = Plan
         fields = [
@@ -15,6 +42,7 @@ class PlanSerializer(serializers.ModelSerializer):
             "burst_limit",
             "token_quota",
             "max_output_tokens",
+            "budget",
             "description",
         ]
 
@@ -59,6 +87,16 @@ class KeySerializer(serializers.Serializer):
     used_tokens = serializers.IntegerField(source="window.tokens.used", allow_null=True)
     remaining_tokens = serializers.IntegerField(source="window.tokens.remaining", allow_null=True)
     token_quota = serializers.IntegerField(source="window.tokens.limit", allow_null=True)
+    # And its money: what this window has been charged (in-flight requests at their reservation), and
+    # the plan's money budget (null without one). API Gateway counts no money: there spent stays 0.
+    spent = MoneyField(
+        source="window.money.used",
+        allow_null=True,
+        help_text="Money charged this window (requests in flight at their reservation); 0 where the backend "
+        "counts no money (aws); null when the backend cannot say.",
+    )
+    budget = MoneyField(source="window.money.limit", allow_null=True, help_text="The plan's money budget; null: none.")
+    currency = serializers.CharField(read_only=True, help_text="ISO 4217 code of spent and budget.")
 
 
 class UsageQuerySerializer(serializers.Serializer):

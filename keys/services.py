@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from keys import money
 from keys.backends import Counted, KeyBackend, get_backend
 from keys.errors import KeyAlreadyExists, KeyCreateFailed, KeyRevoked
 from keys.models import ApiKey, AuditEvent, Plan
@@ -115,16 +116,17 @@ def api_key_usage(*, key: ApiKey, days: int = 30, backend: KeyBackend | None = N
     end = _now().date()
     start = end - timedelta(days=days - 1)
     counts = (backend or get_backend()).daily_usage(key=key, start=start, end=end)
-    span = [start + timedelta(days=i) for i in range(days)]
-    return [DayUsage(day, *counts.get(day, Counted())) for day in span]
+    span = [(day, counts.get(day, Counted())) for day in (start + timedelta(days=i) for i in range(days))]
+    return [DayUsage(day, used.requests, used.tokens) for day, used in span]
 
 
 @dataclass(frozen=True)
 class Allowance:
-    """How much of one limit a window has used: the request quota, or the token budget."""
+    """How much of one limit a window has used: the request quota, the token budget, or the money
+    budget (in pico-units, keys/money.py)."""
 
     used: int
-    limit: int | None  # None: no limit (a plan without a token budget)
+    limit: int | None  # None: no limit (a plan without a token or money budget)
 
     @property
     def remaining(self) -> int | None:
@@ -139,10 +141,11 @@ class Allowance:
 
 @dataclass(frozen=True)
 class WindowUsage:
-    """A key's use of its current window. API Gateway counts no tokens: there they stay 0."""
+    """A key's use of its current window. API Gateway counts no tokens and no money: there they stay 0."""
 
     requests: Allowance
     tokens: Allowance
+    money: Allowance
     resets_at: datetime
 
 
@@ -160,5 +163,6 @@ def api_key_window_usage(*, key: ApiKey, backend: KeyBackend | None = None) -> W
     return WindowUsage(
         requests=Allowance(used.requests, key.plan.quota),
         tokens=Allowance(used.tokens, key.plan.token_quota),
+        money=Allowance(used.spent, None if key.plan.budget is None else money.units(key.plan.budget)),
         resets_at=resets_at,
     )

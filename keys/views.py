@@ -12,7 +12,7 @@ from keys.api import churn_limited
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed, KeyRevoked
 from keys.forms import KeyCreateForm
 from keys.models import ApiKey
-from keys.presenters import keys_with_usage
+from keys.presenters import keys_with_usage, price_list
 
 BACKEND_DOWN = "The key service is unavailable right now; nothing was changed. Please try again shortly."
 
@@ -24,6 +24,7 @@ def render_keys(request: HttpRequest, *, form: KeyCreateForm | None, secret: str
         "secret": secret,
         "new_key": new_key,
         "alerts_form": UsageAlertsForm(user=request.user),
+        "prices": price_list() if form is not None else [],
     }
     return render(request, "keys/keys.html", context, status=status)
 

@@ -58,10 +58,12 @@ def usage_chart(rows: list[KeyRow], days: int = 30) -> dict:
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     rows = keys_with_usage(request.user, days=30)
+    by_model = window_by_model([row.key for row in rows], timezone.now())
     context = {
         "rows": rows,
         "chart": usage_chart(rows),
-        "by_model": window_by_model([row.key for row in rows], timezone.now()),
+        "by_model": by_model,
+        "by_model_total": {kind: sum(line[kind] for line in by_model) for kind in ("requests", "tokens", "cost")},
     }
     return render(request, "portal/dashboard.html", context)
 

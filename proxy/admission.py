@@ -83,6 +83,11 @@ class KeyTerms:
     budget: Decimal | float | None  # money per period, in CURRENCY (SQLite's raw rows give a float)
 
     @property
+    def budgeted(self) -> bool:
+        """A token or money budget: every answer is then bounded, or it could not be reserved for."""
+        return self.token_quota is not None or self.budget is not None
+
+    @property
     def budget_units(self) -> int | None:
         return None if self.budget is None else money.units(self.budget)
 
@@ -262,7 +267,7 @@ async def admit(
     window_start, resets_at = quota_window(key.period, now)
     window = {"key_id": key.key_id, "window_start": window_start}
     bound = budget.output_bound(
-        call.asked, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.token_quota is not None
+        call.asked, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.budgeted
     )
     prompt = budget.prompt_bound(call, route)
     reserved = budget.reservation(prompt_size=prompt, bound=bound if call.bound_field else None, choices=call.choices)

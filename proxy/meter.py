@@ -121,7 +121,7 @@ class Meter:
     ) -> TokenCount:
         """The request ended: charge it, at what the upstream reported or else an estimate, priced at
         the model that answered. On a plan with a budget, never more than the reservation."""
-        cap = admission.reserved if admission.token_budget is not None or admission.money_budget is not None else None
+        cap = admission.reserved if admission.key.budgeted else None
         tokens, estimated = charge(
             reported=reported, cap=cap, prompt_size=admission.prompt_size, output_size=output_size
         )

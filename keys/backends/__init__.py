@@ -19,10 +19,12 @@ class IssuedSecret:
 
 
 class Counted(NamedTuple):
-    """What a key used in a day or a window: requests, and tokens where the backend counts them."""
+    """What a key used in a day or a window: requests, and tokens and money (pico-units, keys/money.py)
+    where the backend counts them."""
 
     requests: int = 0
     tokens: int = 0
+    spent: int = 0
 
 
 class KeyBackend(Protocol):

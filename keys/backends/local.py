@@ -43,7 +43,7 @@ class LocalBackend:
 
     def window_usage(self, *, key: ApiKey, start: date, today: date) -> Counted:
         # The row that admission counts against, exactly.
-        row = Usage.objects.filter(key=key, window_start=start).values_list("requests", "tokens").first()
+        row = Usage.objects.filter(key=key, window_start=start).values_list("requests", "tokens", "spent").first()
         return Counted(*row) if row else Counted()
 
     def gateway_key(self, *, key: ApiKey) -> None:

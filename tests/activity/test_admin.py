@@ -31,6 +31,25 @@ def test_staff_see_everyones_requests(admin_client, rows):
     assert b"bob@example.com" in response.content
 
 
+def test_the_list_and_the_detail_show_each_requests_cost_as_money(admin_client, alices_key, log):
+    row = log(alices_key, request_id="paid", cost=4_200_000_000)
+
+    listing = admin_client.get(CHANGELIST).content.decode()
+    detail = admin_client.get(f"{CHANGELIST}{row.pk}/change/").content.decode()
+
+    assert '<td class="field-cost_shown">$0.0042</td>' in listing
+    assert "$0.0042" in detail
+    assert "4200000000" not in detail
+
+
+def test_the_list_sorts_by_cost(admin_client, alices_key, log):
+    for request_id, cost in [("cheap", 1), ("dear", 10**12), ("middling", 10**6)]:
+        log(alices_key, request_id=request_id, cost=cost)
+    column = admin_client.get(CHANGELIST).context["cl"].list_display.index("cost_shown")  # after the checkbox
+    response = admin_client.get(CHANGELIST, {"o": f"-{column}"})
+    assert [row.request_id for row in response.context["cl"].result_list] == ["dear", "middling", "cheap"]
+
+
 @pytest.mark.parametrize(
     "query, expected",
     [

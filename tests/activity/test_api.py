@@ -33,6 +33,7 @@ def test_it_lists_your_requests_with_exactly_the_documented_fields(alice_client,
             "outcome": "ok",
             "prompt_tokens": 12,
             "completion_tokens": 34,
+            "cost": "0.00",
             "estimated": True,
             "ttfb_ms": None,
             "duration_ms": 250,
@@ -40,6 +41,16 @@ def test_it_lists_your_requests_with_exactly_the_documented_fields(alice_client,
         }
     ]
     assert list(body["results"][0]) == FIELDS
+
+
+@pytest.mark.parametrize(
+    "cost, shown",
+    [(0, "0.00"), (4_200_000_000, "0.0042"), (1, "0.000000000001"), (5 * 10**12, "5.00"), (10**18, "1000000.00")],
+)
+def test_the_cost_is_an_exact_decimal_string(alice_client, alices_key, log, cost, shown):
+    log(alices_key, cost=cost)
+    [row] = alice_client.get("/api/requests").json()["results"]
+    assert row["cost"] == shown
 
 
 def test_it_is_newest_first(alice_client, alices_key, log):
@@ -165,4 +176,6 @@ def test_the_schema_describes_it(client):
     assert {"key", "model", "outcome", "since", "cursor"} <= parameters
     page = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert set(schema["components"]["schemas"][page]["properties"]) == {"next", "previous", "results"}
-    assert set(schema["components"]["schemas"]["RequestLog"]["properties"]) == set(FIELDS)
+    fields = schema["components"]["schemas"]["RequestLog"]["properties"]
+    assert set(fields) == set(FIELDS)
+    assert (fields["cost"]["type"], fields["cost"]["format"]) == ("string", "decimal")

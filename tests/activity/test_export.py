@@ -31,6 +31,7 @@ def test_it_downloads_your_requests_as_csv(alice_client, alices_key, log):
         ttfb_ms=None,
         status=502,
         outcome=RequestLog.Outcome.UPSTREAM_ERROR,
+        cost=4_200_000_000,
     )
     log(alices_key, request_id="older", at=NOON - timedelta(hours=1))
     response = alice_client.get("/activity/export.csv")
@@ -52,6 +53,7 @@ def test_it_downloads_your_requests_as_csv(alice_client, alices_key, log):
         "upstream_error",
         "12",
         "34",
+        "0.0042",
         "true",
         "",
         "250",
@@ -126,7 +128,14 @@ def test_cells_that_look_like_formulas_stay_text():
     row = list(csv.reader(io.StringIO("".join(pieces))))[1]
     assert row[2] == "'=HYPERLINK(1)"
     assert row[-1] == "'@x"
-    assert row[9] == "false"
+    assert row[FIELDS.index("estimated")] == "false"
+    assert row[FIELDS.index("cost")] == "0.00"
+
+
+def test_the_cost_is_written_as_money_exactly_as_the_api_gives_it():
+    pieces = lines_of(request_row(cost=1), request_row(cost=123_456_700_000_000))
+    rows = list(csv.reader(io.StringIO("".join(pieces))))
+    assert [row[FIELDS.index("cost")] for row in rows] == ["cost", "0.000000000001", "123.4567"]
 
 
 def test_it_sends_rows_in_pieces_not_one_by_one():

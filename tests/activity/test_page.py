@@ -2,6 +2,7 @@ from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
+from django.test import override_settings
 
 from activity.models import RequestLog
 from activity.views import PER_PAGE
@@ -118,6 +119,25 @@ def test_estimated_tokens_are_marked(alice_client, alices_key, log):
     assert "~111" in page and "~222" in page
     assert ">333<" in page and ">444<" in page
     assert "~333" not in page
+
+
+def test_each_request_shows_its_cost(alice_client, alices_key, log):
+    log(alices_key, request_id="paid", cost=4_200_000_000)
+    log(alices_key, request_id="free", cost=0, model="free-model")
+    log(alices_key, request_id="guessed", cost=15 * 10**10, estimated=True)
+
+    page = alice_client.get("/activity/").content.decode()
+
+    assert '<th scope="col" class="num">Cost</th>' in page
+    assert '<td class="num">$0.0042</td>' in page
+    assert '<td class="num">$0.00</td>' in page
+    assert '<td class="num" title="Estimated: no usage report came">~$0.15</td>' in page
+
+
+@override_settings(CURRENCY="EUR")
+def test_the_cost_is_in_the_configured_currency(alice_client, alices_key, log):
+    log(alices_key, cost=5 * 10**12)
+    assert '<td class="num">€5.00</td>' in alice_client.get("/activity/").content.decode()
 
 
 def test_with_no_requests_it_says_how_to_make_one(alice_client):

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -25,6 +26,7 @@ from activity.models import RequestLog
 from chat.models import Conversation, Message
 from keys import services
 from keys.models import Plan, Usage
+from proxy.models import LanguageModel
 from tests.conftest import PASSWORD, SEED, enrol_totp
 from tests.e2e.conftest import keep_screenshots, session_cookie
 
@@ -38,7 +40,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, available
 FAILING_IMPACTS = {"serious", "critical"}
 KEPT_FIXED = {"page-has-heading-one"}
 
-ALICE, NEWCOMER, STAFF = "alice@example.com", "newcomer@example.com", "staff@example.com"
+ALICE, NEWCOMER, PAYER, STAFF = "alice@example.com", "newcomer@example.com", "payer@example.com", "staff@example.com"
+CENT = 10**10  # pico-units (keys/money.py)
 
 axe = Axe()
 
@@ -46,7 +49,8 @@ axe = Axe()
 @dataclass(frozen=True)
 class World:
     """What the audited pages show. Alice has keys (one spent, one revoked), today's usage, requests
-    of every outcome and a conversation, and no second factor; the newcomer has nothing at all;
+    of every outcome and a conversation, and no second factor; the newcomer has nothing at all; the
+    payer has keys on plans with money budgets (one nearly spent) and priced requests on two models;
     staff are superusers with an authenticator app, as the admin requires."""
 
     conversation: Conversation
@@ -58,6 +62,7 @@ def make_world() -> World:
     users = get_user_model().objects
     alice = users.create(username="alice", email=ALICE, password=hashed)
     users.create(username="newcomer", email=NEWCOMER, password=hashed)
+    payer = users.create(username="payer", email=PAYER, password=hashed)
     staff = users.create(username="staff", email=STAFF, password=hashed, is_staff=True, is_superuser=True)
     for user in users.all():
         # Verified, as after signing up: allauth adds no second factor to an unverified address.
@@ -88,6 +93,8 @@ def make_world() -> World:
             request_id=f"req-{i}",
         )
 
+    make_spend(payer, now)
+
     conversation = Conversation.objects.create(owner=alice, key=key, title="Markdown, code and lists")
     Message.objects.create(conversation=conversation, role="user", content="Show me `curl` in a **list**, please.")
     Message.objects.create(
@@ -100,6 +107,25 @@ def make_world() -> World:
         ),
     )
     return World(conversation=conversation, spent_key_id=spent_key.pk)
+
+
+def make_spend(payer, now) -> None:
+    """Money on every page that shows it: priced models, plans with budgets, and spend."""
+    # The built-in demo model (no base URL), priced: the server's catalog answers as it did.
+    demo = LanguageModel.objects.create(name="demo", base_url="", input_price=Decimal("0.15"), output_price=Decimal("0.6"))
+    LanguageModel.objects.create(name="large", base_url="http://127.0.0.1:9/v1", output_price=Decimal("12.5"))
+    paid = Plan.objects.create(name="Paid", quota=1000, budget=Decimal("5.00"), token_quota=2_000_000)
+    paid.models.set([demo])
+    small = Plan.objects.create(name="Small change", quota=1000, period="MONTH", budget=Decimal("0.25"))
+    nearly, _ = services.api_key_create(user=payer, plan=paid)
+    spending, _ = services.api_key_create(user=payer, plan=small)
+    Usage.objects.create(key=nearly, window_start=paid.window(now)[0], requests=120, tokens=1_450_000, spent=420 * CENT)
+    Usage.objects.create(key=spending, window_start=small.window(now)[0], requests=3, spent=4 * CENT + 21)
+    for i, (key, model, cost) in enumerate([(nearly, "demo", 420 * CENT), (spending, "large", 4 * CENT + 21)]):
+        RequestLog.objects.create(
+            key=key, model=model, at=now - timedelta(minutes=i), status=200, outcome="ok", prompt_tokens=1200,
+            completion_tokens=300, cost=cost, ttfb_ms=40, duration_ms=250, request_id=f"paid-{i}",
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +312,9 @@ PAGES = [
     Audit("chat, limit exceeded", ALICE, chat_limit_banner),
     Audit("activity", ALICE, visit("/activity/")),
     Audit("activity, nothing matches", ALICE, visit("/activity/?model=no-such-model")),
+    Audit("dashboard, money", PAYER, visit("/")),
+    Audit("keys, money", PAYER, visit("/keys/")),
+    Audit("activity, money", PAYER, visit("/activity/")),
     Audit("email addresses", ALICE, visit("/accounts/email/")),
     Audit("password change", ALICE, visit("/accounts/password/change/")),
     Audit("password confirmation", ALICE, password_prompt),
@@ -302,6 +331,10 @@ PAGES = [
     Audit("admin, a key", STAFF, admin_change("/admin/keys/apikey/"), DJANGO_ADMIN),
     Audit("admin, new plan", STAFF, visit("/admin/keys/plan/add/"), DJANGO_ADMIN),
     Audit("admin, requests", STAFF, visit("/admin/activity/requestlog/"), DJANGO_ADMIN),
+    Audit("admin, models", STAFF, visit("/admin/proxy/languagemodel/"), DJANGO_ADMIN),
+    Audit("admin, a model", STAFF, admin_change("/admin/proxy/languagemodel/"), DJANGO_ADMIN),
+    Audit("admin, plans", STAFF, visit("/admin/keys/plan/"), DJANGO_ADMIN),
+    Audit("admin, usage", STAFF, visit("/admin/keys/usage/"), DJANGO_ADMIN),
     Audit("admin, a user", STAFF, admin_change("/admin/auth/user/"), DJANGO_ADMIN),
 ]
 

@@ -1,6 +1,9 @@
+from datetime import timedelta
+from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
+from django.test import override_settings
 
 from keys import tokens
 from keys.models import ApiKey, AuditEvent, Usage
@@ -25,6 +28,7 @@ def test_plans_are_listed(alice_client):
         "burst_limit": None,
         "token_quota": None,
         "max_output_tokens": None,
+        "budget": None,
         "description": plans[0]["description"],
     }
 
@@ -35,6 +39,18 @@ def test_plans_list_their_token_budget_and_output_cap(alice_client, make_plan):
     plans = {p["name"]: p for p in alice_client.get("/api/plan").json()}
 
     assert (plans["Metered"]["token_quota"], plans["Metered"]["max_output_tokens"]) == (50000, 512)
+
+
+@pytest.mark.parametrize(
+    "budget, shown",
+    [("5", "5.00"), ("5.5", "5.50"), ("0.000001", "0.000001"), ("1234.567891", "1234.567891"), ("1000000", "1000000.00")],
+)
+def test_plans_list_their_money_budget_as_an_exact_decimal_string(alice_client, make_plan, budget, shown):
+    make_plan("Paid", quota=100, budget=Decimal(budget))
+
+    plans = {p["name"]: p for p in alice_client.get("/api/plan").json()}
+
+    assert plans["Paid"]["budget"] == shown
 
 
 def test_it_creates_a_key_and_shows_the_secret_once(alice_client, alice):
@@ -160,6 +176,9 @@ def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, m
             "used_tokens": 0,
             "remaining_tokens": None,
             "token_quota": None,
+            "spent": "0.00",
+            "budget": None,
+            "currency": "USD",
         }
     ]
     assert secret not in str(listing)
@@ -179,8 +198,6 @@ def test_listing_shows_the_token_budgets_use(alice_client, alice, make_plan, mak
 
 
 def test_the_token_budget_counts_only_the_current_window(alice_client, alice, make_plan, make_key):
-    from datetime import timedelta
-
     plan = make_plan("Weekly", quota=100, period="WEEK", token_quota=1000)
     key, _ = make_key(alice, plan)
     this_week = plan.window(key.created)[0]
@@ -191,6 +208,45 @@ def test_the_token_budget_counts_only_the_current_window(alice_client, alice, ma
 
     # Over the budget (a crash kept a reservation): nothing remains, never a negative number.
     assert (listed["used_today"], listed["used_tokens"], listed["remaining_tokens"]) == (2, 1500, 0)
+
+
+def test_listing_shows_the_money_spent_against_the_budget(alice_client, alice, make_plan, make_key):
+    plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
+    key, _ = make_key(alice, plan)
+    # $0.42 and one pico-unit: exact to the last digit, never a float's approximation.
+    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, spent=420_000_000_001)
+
+    listed = alice_client.get("/api/keys/").json()[0]
+    detail = alice_client.get(f"/api/keys/{key.pk}/").json()
+
+    assert listed == detail
+    assert (listed["spent"], listed["budget"], listed["currency"]) == ("0.420000000001", "5.00", "USD")
+
+
+def test_money_spent_counts_only_the_current_window(alice_client, alice, make_plan, make_key):
+    plan = make_plan("Paid weekly", quota=100, period="WEEK", budget=Decimal("1"))
+    key, _ = make_key(alice, plan)
+    this_week = plan.window(key.created)[0]
+    Usage.objects.create(key=key, window_start=this_week, requests=1, spent=10**10)
+    Usage.objects.create(key=key, window_start=this_week - timedelta(days=7), requests=9, spent=9 * 10**11)
+
+    assert alice_client.get("/api/keys/").json()[0]["spent"] == "0.01"
+
+
+def test_a_key_without_a_money_budget_still_says_what_it_spent(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, spent=4_200_000_000)
+
+    listed = alice_client.get("/api/keys/").json()[0]
+
+    assert (listed["spent"], listed["budget"]) == ("0.0042", None)
+
+
+@override_settings(CURRENCY="EUR")
+def test_the_currency_is_the_configured_one(alice_client, alice, plan10, make_key):
+    make_key(alice, plan10)
+
+    assert alice_client.get("/api/keys/").json()[0]["currency"] == "EUR"
 
 
 def test_revoke_answers_204_and_frees_the_plan(alice_client, alice, plan10, make_key):
@@ -219,8 +275,6 @@ def test_a_revoked_key_cannot_be_rotated(alice_client, alice, plan10, make_key):
 
 
 def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
-    from datetime import timedelta
-
     from django.utils import timezone
 
     key, _ = make_key(alice, plan10)
@@ -258,6 +312,17 @@ def test_the_schema_describes_the_key_api(alice_client):
     paths = response.json()["paths"]
     for path in ["/api/plan", "/api/create_key", "/api/keys/", "/api/keys/{key_id}/rotate", "/api/keys/{key_id}/usage"]:
         assert path in paths
+
+
+def test_the_schema_gives_money_as_decimal_strings(alice_client):
+    schemas = alice_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["components"]["schemas"]
+
+    key, plan = schemas["Key"]["properties"], schemas["Plan"]["properties"]
+    for money in (key["spent"], key["budget"], plan["budget"]):
+        assert (money["type"], money["format"]) == ("string", "decimal")
+    assert key["budget"]["nullable"] and key["spent"]["nullable"] and plan["budget"]["nullable"]
+    assert key["currency"]["type"] == "string"
+    assert {"spent", "budget", "currency"} <= set(schemas["Key"]["required"])
 
 
 def test_the_browsable_api_renders(alice_client):

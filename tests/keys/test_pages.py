@@ -1,3 +1,4 @@
+from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
@@ -148,3 +149,78 @@ def test_a_spent_token_budget_shows_a_full_bar(alice_client, alice, metered, mak
 
     assert "<strong data-used-tokens>50,000</strong> of 50,000 tokens" in page
     assert '<span class="fill full" data-width="100">' in page
+
+
+@pytest.fixture
+def paid(make_plan):
+    """A plan with a money budget that grants a priced model and a free one."""
+    plan = make_plan("Paid", quota=1000, budget=Decimal("5.00"))
+    plan.models.set(
+        [
+            LanguageModel.objects.create(
+                name="fast",
+                base_url="http://127.0.0.1:9000/v1",
+                input_price=Decimal("0.15"),
+                output_price=Decimal("0.60"),
+            ),
+            LanguageModel.objects.create(name="local", base_url="http://127.0.0.1:9001/v1"),
+        ]
+    )
+    return plan
+
+
+def test_the_plan_picker_shows_each_plans_money_budget_and_its_models_prices(alice_client, plan10, paid):
+    page = alice_client.get("/keys/").content.decode()
+
+    assert "Paid — 1000 requests per day · $5.00 per day · fast ($0.15 / $0.60 per 1M tokens), local (free)" in page
+    assert "10RequestPerDay — 10 requests per day · no token budget · all models" in page
+
+
+def test_a_plan_with_both_budgets_names_both(alice_client, make_plan):
+    make_plan("Both", quota=100, token_quota=50000, budget=Decimal("0.5"))
+
+    page = alice_client.get("/keys/").content.decode()
+
+    assert "Both — 100 requests per day · $0.50 per day · 50,000 tokens per day · all models" in page
+
+
+def test_each_key_shows_its_plans_prices_and_its_spend(alice_client, alice, paid, make_key):
+    key, _ = make_key(alice, paid)
+    Usage.objects.create(key=key, window_start=paid.window(key.created)[0], requests=5, spent=42 * 10**10)
+
+    page = alice_client.get("/keys/").content.decode()
+
+    assert (
+        '<span class="muted small plan-terms">$5.00 per day · fast ($0.15 / $0.60 per 1M tokens), local (free)</span>'
+        in page
+    )
+    assert "<strong data-spent>$0.42</strong> of $5.00 spent" in page
+
+
+def test_the_chat_page_keeps_to_requests_and_tokens(alice_client, alice, paid, make_key):
+    # Its usage box is refreshed by chat.js after each message, which knows requests and tokens only.
+    key, _ = make_key(alice, paid)
+    Usage.objects.create(key=key, window_start=paid.window(key.created)[0], requests=5, spent=42 * 10**10)
+
+    assert "data-spent" not in alice_client.get("/chat/").content.decode()
+
+
+def test_the_keys_page_lists_every_active_models_prices_for_plans_that_grant_them_all(alice_client, paid):
+    LanguageModel.objects.create(name="retired", base_url="http://127.0.0.1:9002/v1", active=False)
+
+    response = alice_client.get("/keys/")
+
+    assert [(p.model, p.prompt, p.completion) for p in response.context["prices"]] == [
+        ("fast", "$0.15", "$0.60"),
+        ("local", "$0.00", "$0.00"),
+    ]
+    page = response.content.decode()
+    assert "<summary>Model prices, per million tokens</summary>" in page
+    assert '<tr><td><code>fast</code></td><td class="num">$0.15</td><td class="num">$0.60</td></tr>' in page
+
+
+def test_without_any_priced_model_there_is_no_price_list(alice_client, metered):
+    response = alice_client.get("/keys/")
+
+    assert response.context["prices"] == []
+    assert b"Model prices" not in response.content

@@ -15,7 +15,7 @@ CHECKBOX = '<input type="checkbox" name="alerts" id="id_alerts"'
 def test_alerts_are_on_by_default(alice_client):
     page = alice_client.get("/keys/").content.decode()
 
-    assert "Email me when a key reaches 80% and 100% of its quota or token budget" in page
+    assert "Email me when a key reaches 80% and 100% of its request quota, token budget or money budget" in page
     assert CHECKBOX + " checked>" in page
 
 

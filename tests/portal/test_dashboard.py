@@ -1,6 +1,7 @@
 """The dashboard: each key's use of its window, the last 30 days, and this window by model."""
 
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -12,11 +13,23 @@ from keys.models import Usage
 
 pytestmark = pytest.mark.django_db
 
+DOLLAR = 10**12  # pico-units (keys/money.py)
+CENT = DOLLAR // 100
 
-def log(key, *, at: datetime, model: str = "fast", outcome: str = "ok", prompt: int = 0, completion: int = 0):
+
+def log(
+    key, *, at: datetime, model: str = "fast", outcome: str = "ok", prompt: int = 0, completion: int = 0, cost: int = 0
+):
     status = 200 if outcome == "ok" else 429
     return RequestLog.objects.create(
-        key=key, model=model, at=at, status=status, outcome=outcome, prompt_tokens=prompt, completion_tokens=completion
+        key=key,
+        model=model,
+        at=at,
+        status=status,
+        outcome=outcome,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
     )
 
 
@@ -99,25 +112,45 @@ def test_this_window_by_model_counts_the_answered_requests_of_the_users_keys(
     weekly, _ = make_key(alice, make_plan("Weekly", quota=100, period="WEEK"))
     bobs, _ = make_key(bob, plan10)
     today, this_week = window_start(daily), window_start(weekly)
-    log(daily, at=today, prompt=100, completion=20)
-    log(daily, at=today + timedelta(hours=1), prompt=1000, completion=234)
-    log(weekly, at=this_week, model="backup", prompt=5, completion=5)
+    log(daily, at=today, prompt=100, completion=20, cost=4 * CENT)
+    log(daily, at=today + timedelta(hours=1), prompt=1000, completion=234, cost=38 * CENT)
+    log(weekly, at=this_week, model="backup", prompt=5, completion=5, cost=1)
     log(weekly, at=this_week, prompt=1, completion=1)
     log(daily, at=today, model="", outcome="limited")  # refused: no model answered
-    log(daily, at=today - timedelta(seconds=1), prompt=99999)  # yesterday's window
-    log(weekly, at=this_week - timedelta(seconds=1), model="backup")  # last week's window
-    log(bobs, at=today, model="other", prompt=7)
+    log(daily, at=today - timedelta(seconds=1), prompt=99999, cost=DOLLAR)  # yesterday's window
+    log(weekly, at=this_week - timedelta(seconds=1), model="backup", cost=DOLLAR)  # last week's window
+    log(bobs, at=today, model="other", prompt=7, cost=DOLLAR)
 
     response = alice_client.get("/")
 
     assert response.context["by_model"] == [
-        {"model": "fast", "requests": 3, "tokens": 1356},
-        {"model": "backup", "requests": 1, "tokens": 10},
+        {"model": "fast", "requests": 3, "tokens": 1356, "cost": 42 * CENT},
+        {"model": "backup", "requests": 1, "tokens": 10, "cost": 1},
     ]
     page = response.content.decode()
     assert "This window by model" in page
-    assert '<tr><td><code>fast</code></td><td class="num">3</td><td class="num">1,356</td></tr>' in page
+    assert '<th scope="col" class="num">Cost</th>' in page
+    assert (
+        '<tr><td><code>fast</code></td><td class="num">3</td><td class="num">1,356</td><td class="num">$0.42</td></tr>'
+        in page
+    )
+    assert '<td class="num">$0.000000000001</td>' in page  # backup's cost, to the last digit
     assert "<code>other</code>" not in page
+    # Two models: a line of totals.
+    assert (
+        '<tfoot><tr><th scope="row">All models</th><td class="num">4</td><td class="num">1,366</td>'
+        '<td class="num">$0.420000000001</td></tr></tfoot>'
+    ) in page
+
+
+def test_one_model_needs_no_line_of_totals(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    log(key, at=window_start(key), prompt=3, completion=4)
+
+    page = alice_client.get("/").content.decode()
+
+    assert '<td class="num">$0.00</td>' in page  # a free model costs nothing, and says so
+    assert "<tfoot>" not in page
 
 
 def test_this_window_by_model_has_an_empty_state(alice_client, alice, plan10, make_key):
@@ -127,3 +160,65 @@ def test_this_window_by_model_has_an_empty_state(alice_client, alice, plan10, ma
     page = alice_client.get("/").content.decode()
 
     assert "No model has answered your keys in this window yet." in page
+
+
+def test_a_key_with_a_money_budget_shows_its_spend_against_it(alice_client, alice, make_plan, make_key):
+    plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
+    key, _ = make_key(alice, plan)
+    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, spent=42 * CENT)
+
+    page = alice_client.get("/").content.decode()
+
+    assert "<strong data-spent>$0.42</strong> of $5.00 spent" in page
+    assert (
+        'aria-label="Money spent this period" aria-valuemin="0" aria-valuemax="5000000000000" '
+        'aria-valuenow="420000000000" aria-valuetext="$0.42 of $5.00" data-measure="money"'
+    ) in page
+    assert '<span class="fill" data-width="8">' in page
+
+
+def test_a_nearly_spent_budget_warns_and_a_spent_one_is_full(alice_client, alice, make_plan, make_key):
+    warned, _ = make_key(alice, make_plan("Paid", quota=100, budget=Decimal("5.00")))
+    spent, _ = make_key(alice, make_plan("Small", quota=100, budget=Decimal("0.01")))
+    today = timezone.now().date()
+    Usage.objects.create(key=warned, window_start=today, requests=1, spent=4 * DOLLAR)
+    Usage.objects.create(key=spent, window_start=today, requests=1, spent=CENT)
+
+    page = alice_client.get("/").content.decode()
+
+    assert '<span class="fill warn" data-width="80">' in page
+    assert "<strong data-spent>$0.01</strong> of $0.01 spent" in page
+    assert '<span class="fill full" data-width="100">' in page
+
+
+def test_a_key_without_a_money_budget_shows_what_it_spent_without_a_bar(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, spent=4_200_000_000)
+
+    page = alice_client.get("/").content.decode()
+
+    assert "<strong data-spent>$0.0042</strong> spent" in page
+    assert 'data-measure="money"' not in page
+
+
+def test_a_key_that_spent_nothing_on_free_models_says_nothing_of_money(alice_client, alice, plan10, make_key):
+    key, _ = make_key(alice, plan10)
+    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, tokens=50)
+
+    page = alice_client.get("/").content.decode()
+
+    assert "data-spent" not in page
+    assert " spent" not in page
+
+
+def test_money_is_shown_in_the_configured_currency(alice_client, alice, make_plan, make_key, settings):
+    settings.CURRENCY = "EUR"
+    plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
+    key, _ = make_key(alice, plan)
+    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=1, spent=DOLLAR)
+    log(key, at=window_start(key), cost=DOLLAR)
+
+    page = alice_client.get("/").content.decode()
+
+    assert "<strong data-spent>€1.00</strong> of €5.00 spent" in page
+    assert '<td class="num">€1.00</td>' in page

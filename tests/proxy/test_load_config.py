@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from decimal import Decimal
 from http import HTTPStatus
 from io import StringIO
 from pathlib import Path
@@ -180,6 +181,46 @@ def test_a_token_budget_is_changed_and_left_out_to_remove_it(tmp_path):
     assert (starter.token_quota, starter.max_output_tokens) == (None, None)
 
 
+PRICED = (
+    GOOD.replace(
+        "max_output_tokens = 1024\n", 'max_output_tokens = 1024\ninput_price = "0.123457"\noutput_price = 0.6\n'
+    )
+    .replace(
+        'base_url = "https://llm.example.com/v1"\n',
+        'base_url = "https://llm.example.com/v1"\ninput_price = "999.999999"\noutput_price = "0.000001"\n',
+    )
+    .replace("tokens = 50000\n", 'tokens = 50000\nbudget = "12.345678"\n')
+    .replace('period = "MONTH"\n', 'period = "MONTH"\nbudget = 1000000\n')
+)
+
+
+def test_prices_and_budgets_load_exactly_and_a_second_load_changes_nothing(tmp_path):
+    load(tmp_path, PRICED)
+
+    fast, backup = LanguageModel.objects.get(name="fast"), LanguageModel.objects.get(name="backup")
+    assert (fast.input_price, fast.output_price) == (Decimal("0.123457"), Decimal("0.6"))
+    assert (backup.input_price, backup.output_price) == (Decimal("999.999999"), Decimal("0.000001"))
+    assert LanguageModel.objects.get(name="spare").input_price is None  # left out: free
+    assert Plan.objects.get(name="Starter").budget == Decimal("12.345678")
+    assert Plan.objects.get(name="Team").budget == Decimal("1000000")
+    LanguageModel.objects.update(updated=LONG_AGO)
+    before = snapshot()
+
+    out = load(tmp_path, PRICED)
+
+    assert "models: 0 created, 0 updated, 3 unchanged" in out
+    assert "plans: 0 created, 0 updated, 2 unchanged" in out
+    assert snapshot() == before
+
+
+def test_a_budget_is_refused_when_the_aws_backend_counts_the_requests(tmp_path, apigw):
+    assert_refused(
+        tmp_path,
+        CHANGES + PLAN + 'requests = 10\nbudget = "5.00"\n',
+        'plan "Starter": budget: the aws backend counts requests only, not money',
+    )
+
+
 def test_a_new_fallback_order_alone_counts_as_an_update(tmp_path):
     load(tmp_path, GOOD)
     LanguageModel.objects.update(updated=LONG_AGO)
@@ -249,6 +290,7 @@ def test_the_example_file_loads(tmp_path):
         3000,
     )
     assert (fast.extra_fields, embed.endpoints, embed.context_window) == (["top_k"], ["embeddings"], None)
+    assert (fast.input_price, fast.output_price, starter.budget) == (Decimal("0.15"), Decimal("0.60"), Decimal("5"))
 
 
 MODEL = '\n[[model]]\nbase_url = "https://broken.example.com/v1"\n'
@@ -348,6 +390,65 @@ PLAN = '\n[[plan]]\nname = "Starter"\nperiod = "DAY"\n'
         (
             '\n[[plan]]\nname = "' + "x" * 70 + '"\nrequests = 1\nperiod = "DAY"\n',
             'name "' + "x" * 70 + '" is refused: Ensure this value has at most 64 characters',
+        ),
+        # Prices: decimals of the currency per million tokens, never below zero, at most 6 decimals.
+        (
+            MODEL + 'name = "broken"\ninput_price = "-0.15"\n',
+            'model "broken": input_price must be zero or more, not "-0.15"',
+        ),
+        (MODEL + 'name = "broken"\noutput_price = -1\n', 'model "broken": output_price must be zero or more, not -1'),
+        (
+            MODEL + 'name = "broken"\ninput_price = "0.1234567"\n',
+            'model "broken": input_price must be at most 6 decimals, not "0.1234567"',
+        ),
+        (
+            MODEL + 'name = "broken"\noutput_price = 0.0000001\n',
+            'model "broken": output_price must be at most 6 decimals, not 1e-07',
+        ),
+        (
+            MODEL + 'name = "broken"\ninput_price = "cheap"\n',
+            'model "broken": input_price must be a decimal string such as "0.15", not "cheap"',
+        ),
+        (
+            MODEL + 'name = "broken"\ninput_price = true\n',
+            'model "broken": input_price must be a decimal string such as "0.15", not true',
+        ),
+        (
+            MODEL + 'name = "broken"\noutput_price = ["0.60"]\n',
+            'model "broken": output_price must be a decimal string such as "0.15", not ["0.60"]',
+        ),
+        (MODEL + 'name = "broken"\ninput_price = nan\n', 'model "broken": input_price must be zero or more, not NaN'),
+        (MODEL + 'name = "broken"\noutput_price = inf\n', 'model "broken": output_price must be zero or more'),
+        (
+            MODEL + 'name = "broken"\ninput_price = "1000.000001"\n',
+            'model "broken": input_price "1000.000001" is refused: Ensure this value is less than or equal to 1000.',
+        ),
+        # Budgets: money per period, more than nothing, at most 6 decimals.
+        (
+            PLAN + 'requests = 10\nbudget = "0"\n',
+            'plan "Starter": budget "0" is refused: Ensure this value is greater than or equal to 0.000001.',
+        ),
+        (
+            PLAN + "requests = 10\nbudget = 0\n",
+            'plan "Starter": budget 0 is refused: Ensure this value is greater than or equal to 0.000001.',
+        ),
+        (PLAN + "requests = 10\nbudget = -5\n", 'plan "Starter": budget must be zero or more, not -5'),
+        (PLAN + 'requests = 10\nbudget = "-0.01"\n', 'plan "Starter": budget must be zero or more, not "-0.01"'),
+        (
+            PLAN + 'requests = 10\nbudget = "5.0000001"\n',
+            'plan "Starter": budget must be at most 6 decimals, not "5.0000001"',
+        ),
+        (
+            PLAN + 'requests = 10\nbudget = "lots"\n',
+            'plan "Starter": budget must be a decimal string such as "0.15", not "lots"',
+        ),
+        (
+            PLAN + "requests = 10\nbudget = false\n",
+            'plan "Starter": budget must be a decimal string such as "0.15", not false',
+        ),
+        (
+            PLAN + 'requests = 10\nbudget = "1000000.000001"\n',
+            'plan "Starter": budget "1000000.000001" is refused: Ensure this value is less than or equal to 1000000.',
         ),
         ('\n[[models]]\nname = "broken"\n', 'unknown top-level key "models"'),
         ('\ntitle = "mine"\n', 'unknown top-level key "title"'),

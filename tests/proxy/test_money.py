@@ -60,9 +60,10 @@ def test_a_request_is_reserved_then_settled_at_the_prices_of_the_model_that_answ
 
 
 def test_a_budget_that_cannot_cover_the_reservation_is_429_saying_what_is_left(alice, make_plan, make_key, upstream):
-    priced(upstream, input_price="1", output_price="1")  # a unit of 10^-6 a token
+    priced(upstream, input_price="1", output_price="1")  # 10^-6 of the currency a token
     reservation = (PROMPT + 10) * 10**6
-    key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation + reservation // 2)))
+    budget = reservation + reservation // 2 // 10**6 * 10**6  # in whole millionths, as a budget is stored
+    key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(budget)))
     assert complete(secret).status_code == HTTPStatus.OK
     settle()  # 12 tokens charged
     assert complete(secret).status_code == HTTPStatus.OK  # its reservation still fits
@@ -70,21 +71,21 @@ def test_a_budget_that_cannot_cover_the_reservation_is_429_saying_what_is_left(a
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("budget", "rate_limit_exceeded")
-    left = reservation + reservation // 2 - 12 * 10**6 - reservation
-    assert f"{money.shown(left)} left of {money.shown(reservation + reservation // 2)} per day" in error["message"]
+    left = budget - 12 * 10**6 - reservation
+    assert f"{money.shown(left)} left of {money.shown(budget)} per day" in error["message"]
     assert response["x-should-retry"] == "false"
     assert Usage.objects.get(key=key).requests == 2 and upstream.calls == 2
 
 
 def test_a_budget_of_exactly_one_requests_reservation_admits_it_and_then_no_more(alice, make_plan, make_key, upstream):
-    priced(upstream, input_price="0.000001", output_price="0.000003")  # 1 and 3 units a token
-    reservation = PROMPT * 1 + 10 * 3
+    priced(upstream, input_price="1", output_price="3")  # 10^-6 and 3 x 10^-6 of the currency a token
+    reservation = (PROMPT * 1 + 10 * 3) * 10**6
     key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation)))
     assert complete(secret).status_code == HTTPStatus.OK
     assert complete(secret).status_code == HTTPStatus.TOO_MANY_REQUESTS  # the first is still reserved
     settle()
-    assert Usage.objects.get(key=key).spent == 7 * 1 + 5 * 3
-    assert RequestLog.objects.filter(status=200).get().cost == 22
+    assert Usage.objects.get(key=key).spent == (7 * 1 + 5 * 3) * 10**6
+    assert RequestLog.objects.filter(status=200).get().cost == 22 * 10**6
 
 
 def test_a_fallback_that_answers_is_charged_at_its_own_price_and_the_reservation_covered_it(

@@ -1,0 +1,94 @@
+"""Money in a real browser: what a key spent against its budget on the dashboard, spend per model,
+and the prices beside each plan's models on the keys page. (The pages' accessibility audit, in these
+states too, is in test_accessibility.py.)"""
+
+import os
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from activity.models import RequestLog
+from keys import services
+from keys.models import Plan, Usage
+from proxy.models import LanguageModel
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CENT = 10**10  # pico-units (keys/money.py)
+NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
+# TOLLGATE_SCREENSHOTS=dir keeps a picture of each page, to look at.
+SCREENSHOTS = os.environ.get("TOLLGATE_SCREENSHOTS")
+
+
+@pytest.fixture
+def payer(make_user, seed_plans):
+    """A user with a key on a plan with a $5.00 daily budget, $4.20 of it spent on a priced model."""
+    user = make_user("payer@example.com")
+    # The built-in demo model (no base URL), priced: the server answers with it as before.
+    demo = LanguageModel.objects.create(name="demo", base_url="", input_price=Decimal("0.15"), output_price=Decimal("0.6"))
+    LanguageModel.objects.create(name="large", base_url="http://127.0.0.1:9/v1", output_price=Decimal("12.5"))
+    plan = Plan.objects.create(name="Paid", quota=1000, budget=Decimal("5.00"), token_quota=2_000_000)
+    plan.models.set([demo])
+    key, _ = services.api_key_create(user=user, plan=plan)
+    now = timezone.now()
+    Usage.objects.create(key=key, window_start=plan.window(now)[0], requests=120, tokens=1_450_000, spent=420 * CENT)
+    for i, cost in enumerate([400 * CENT, 20 * CENT]):
+        RequestLog.objects.create(
+            key=key, model="demo", at=now - timedelta(seconds=i), status=200, outcome="ok", prompt_tokens=700_000,
+            completion_tokens=25_000, cost=cost, duration_ms=250,
+        )  # fmt: skip
+    return user
+
+
+def look(page: Page, name: str) -> None:
+    if SCREENSHOTS:
+        page.screenshot(path=f"{SCREENSHOTS}/{name}.png", full_page=True)
+
+
+def test_the_dashboard_shows_spend_against_the_budget_and_per_model(new_page, payer):
+    page = new_page(payer)
+    page.goto("/")
+
+    usage = page.locator(".usage")
+    expect(usage.get_by_text("$4.20 of $5.00 spent")).to_be_visible()
+    bar = page.get_by_role("progressbar", name="Money spent this period")
+    expect(bar).to_have_attribute("aria-valuetext", "$4.20 of $5.00")
+    # Painted by bars.js: 84% wide, in the warning colour.
+    expect(bar.locator(".fill")).to_have_class(re.compile(r"\bwarn\b"))
+    assert bar.locator(".fill").evaluate("fill => fill.style.width") == "84%"
+
+    by_model = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Cost"))
+    row = by_model.get_by_role("row").filter(has_text="demo")
+    expect(row).to_contain_text("$4.20")
+    expect(row).to_contain_text("1,450,000")
+    look(page, "dashboard")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(usage.get_by_text("$4.20 of $5.00 spent")).to_be_visible()
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    look(page, "dashboard-phone")
+
+
+def test_the_keys_page_shows_each_plans_budget_and_its_models_prices(new_page, payer):
+    page = new_page(payer)
+    page.goto("/keys/")
+
+    paid = page.get_by_role("radio", name=re.compile("^Paid"))
+    expect(paid).to_be_visible()
+    expect(page.locator(".plan-option").filter(has=paid)).to_contain_text(
+        "$5.00 per day · 2,000,000 tokens per day · demo ($0.15 / $0.60 per 1M tokens)"
+    )
+    expect(page.locator(".plan-terms")).to_have_text(
+        "$5.00 per day · 2,000,000 tokens per day · demo ($0.15 / $0.60 per 1M tokens)"
+    )
+    expect(page.get_by_text("$4.20 of $5.00 spent")).to_be_visible()
+
+    # Plans that grant every model point to the price list.
+    page.get_by_text("Model prices, per million tokens").click()
+    prices = page.locator(".model-prices table")
+    expect(prices.get_by_role("row").filter(has_text="large")).to_contain_text("$0.00$12.50")
+    look(page, "keys")
