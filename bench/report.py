@@ -63,6 +63,12 @@ def table(results: dict) -> list[str]:
     row("  latency p50 / p99, ms", "", latency("c32"))
     row("  added by the proxy", "", added("c32"), among=proxies)
     row("  CPU ms per request (direct: the stand-in's)", "", lambda f: f"{f['cpu_ms']:.2f}")
+
+    def budget_cost(f: dict) -> str:
+        p50 = f["budgeted"]["c1"]["p50"] - f["c1"]["p50"]
+        return f"{p50:+.2f} ms; {f['budgeted']['c32']['ok_per_s'] / f['c32']['ok_per_s']:.0%}"
+
+    row("money budget on: p50 added vs none; admitted/s kept", "≤ 0.3 ms; ≥ 85%", budget_cost, among=tollgate)
     for kind, label in (("streamed", "streamed answer, 5 chunks"), ("embeddings", "embeddings, 2 inputs")):
         row(f"{label}: added p50 / p99 at 1 connection, ms", "", lambda f, k=kind: added_in(f, k), among=proxies)
         row(f"  {conns} connections: admitted a second", "", lambda f, k=kind: f"{f[k]['c32']['ok_per_s']:,.0f}")

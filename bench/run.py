@@ -10,6 +10,7 @@ SQLite, then on PostgreSQL + Redis, each on a fresh database:
   throughput    admitted (200) answers a second at 32 connections, anything else an error, and
                 Tollgate's CPU time per request (its processes' counters in /proc)
   flood         the same load beside 8 connections of bad keys, every one different
+  money         the non-streamed run again with a key whose plan has a money budget, on a priced model
   exactness     a key with a quota of Q under that load: exactly Q are admitted, and its usage says Q
   streams       30 streams one after another (httpx): first byte, and each chunk's transit time,
                 which the stand-in's clock in the chunk gives; a chunk over half the gap is held back
@@ -60,6 +61,7 @@ FLOOD_CONNECTIONS = 8
 SAY_HI = [{"role": "user", "content": "Say hi."}]
 STREAMED = json.dumps({"model": MODEL, "stream": True, "messages": SAY_HI})
 EMBEDDING = json.dumps({"model": MODEL, "input": ["Say hi.", "Say hello."]})
+PRICED = json.dumps({"model": "bench-priced", "messages": SAY_HI})
 # Variables of the caller's shell that would change what is measured; the bench sets its own.
 CLEARED = ("DJANGO_", "LLM_", "DATABASE_", "REDIS_", "KEYS_BACKEND", "GATEWAY_URL", "DEMO_MODEL_", "TOLLGATE_")
 CLEARED += ("WEB_CONCURRENCY", "SHUTDOWN_GRACE", "METRICS_TOKEN", "LOG_FORMAT", "PROMETHEUS_MULTIPROC_DIR")
@@ -301,11 +303,14 @@ def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
         return {"skipped": env}
     env |= {"LLM_BASE_URL": f"{standin_url}/v1", "LLM_MODEL": MODEL, "DJANGO_SECURE_SSL_REDIRECT": "0"}
     env["SHUTDOWN_GRACE"] = "1"
-    keys = json.loads(run_python(env, "bench/seed.py", "keys", str(args.quota)))
+    keys = json.loads(run_python(env, "bench/seed.py", "keys", str(args.quota), f"{standin_url}/v1"))
     with served(output=OUT / f"tollgate-{backend}.log", workers=2, env=env) as server:
         url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
         figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
         figures |= other_answers(f"http://127.0.0.1:{server.port}/v1", keys["unlimited"], server.pid, args)
+        if "budgeted" in keys:  # (not in a checkout from before money budgets, measured for comparison)
+            say("   a money budget, on a priced model")
+            figures["budgeted"] = latency_and_throughput(url, keys["budgeted"], server.pid, args, body=PRICED)
         figures["flood"] = flood(url, keys["unlimited"], env, args, tmp)
         figures["exact"] = exactness(url, keys["exact"], env, args, rate=figures["c32"]["ok_per_s"])
         say(f"   streams: 30, one at a time, of 10 chunks {STREAM_GAP * 1000:g} ms apart")
