@@ -54,8 +54,8 @@ async def request_log_csv(rows: AsyncIterable[dict], *, chunk_chars: int = 64 * 
 
 def window_by_model(keys: list[ApiKey], now: datetime) -> list[dict]:
     """This window's requests, tokens and cost (pico-units) per model across `keys`, from the request
-    log, most used first. Each key counts from the start of its own window. A refused request names no model, so
-    only those a model answered are counted."""
+    log, most used first. Each key counts from the start of its own window. A refused request names
+    no model, so only those a model answered are counted."""
     keys_by_start: dict[datetime, list[int]] = {}
     for key in keys:
         start = datetime.combine(key.plan.window(now)[0], time.min, tzinfo=UTC)

@@ -266,12 +266,13 @@ async def admit(
         return Admission(Outcome.MODEL_NOT_FOUND, now, key, endpoint=call.endpoint.name, serves=serves)
     window_start, resets_at = quota_window(key.period, now)
     window = {"key_id": key.key_id, "window_start": window_start}
-    bound = budget.output_bound(
-        call.asked, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.budgeted
-    )
+    bound = budget.output_bound(call.asked, key.max_output_tokens, route[0].max_output_tokens, budgeted=key.budgeted)
     prompt = budget.prompt_bound(call, route)
     reserved = budget.reservation(prompt_size=prompt, bound=bound if call.bound_field else None, choices=call.choices)
-    reserved_money = budget.money_reservation(prompt=prompt, answer=reserved - prompt, route=route)
+    # Money is reserved where a budget must hold; without one the charge is simply added when settled.
+    reserved_money = (
+        budget.money_reservation(prompt=prompt, answer=reserved - prompt, route=route) if key.budget is not None else 0
+    )
     terms = {
         "now": now, "key": key, "route": route, "endpoint": call.endpoint.name, "window_start": window_start,
         "prompt_size": prompt, "reserved": reserved, "max_tokens": bound if call.bound_field else None,

@@ -37,7 +37,7 @@ def test_the_80_percent_email_says_how_much_money_of_the_budget_is_spent(alice, 
     [email] = mail.outbox
     assert email.to == [alice.email]
     assert email.subject == f"Tollgate: key {paid_key.prefix}… has used 80% of its budget for this day"
-    assert f"on the plan Paid has spent $4.00 of $5.00 this day." in email.body
+    assert "on the plan Paid has spent $4.00 of $5.00 this day." in email.body
     assert "The budget resets at" in email.body
     assert UsageAlert.objects.get().measure == UsageAlert.Measure.BUDGET
 
@@ -75,9 +75,7 @@ def wait_for(condition, timeout: float = 10.0) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_spending_through_the_model_api_alerts_at_80_and_100_percent_of_the_money(
-    alice, make_plan, make_key, upstream
-):
+def test_spending_through_the_model_api_alerts_at_80_and_100_percent_of_the_money(alice, make_plan, make_key, upstream):
     # Free prompts, and 5 completion tokens reserved (max_tokens) and reported (the stand-in) at $1,000
     # a million: each request costs exactly its reservation, $0.005; the budget holds five of them.
     LanguageModel.objects.create(name="dear", base_url=upstream.url + "/v1", output_price=Decimal("1000"))

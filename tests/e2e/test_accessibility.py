@@ -112,7 +112,9 @@ def make_world() -> World:
 def make_spend(payer, now) -> None:
     """Money on every page that shows it: priced models, plans with budgets, and spend."""
     # The built-in demo model (no base URL), priced: the server's catalog answers as it did.
-    demo = LanguageModel.objects.create(name="demo", base_url="", input_price=Decimal("0.15"), output_price=Decimal("0.6"))
+    demo = LanguageModel.objects.create(
+        name="demo", base_url="", input_price=Decimal("0.15"), output_price=Decimal("0.6")
+    )
     LanguageModel.objects.create(name="large", base_url="http://127.0.0.1:9/v1", output_price=Decimal("12.5"))
     paid = Plan.objects.create(name="Paid", quota=1000, budget=Decimal("5.00"), token_quota=2_000_000)
     paid.models.set([demo])

@@ -6,6 +6,8 @@ import pytest
 from django.test import override_settings
 
 from keys import tokens
+from keys.backends.local import LocalBackend
+from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, Usage
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +45,13 @@ def test_plans_list_their_token_budget_and_output_cap(alice_client, make_plan):
 
 @pytest.mark.parametrize(
     "budget, shown",
-    [("5", "5.00"), ("5.5", "5.50"), ("0.000001", "0.000001"), ("1234.567891", "1234.567891"), ("1000000", "1000000.00")],
+    [
+        ("5", "5.00"),
+        ("5.5", "5.50"),
+        ("0.000001", "0.000001"),
+        ("1234.567891", "1234.567891"),
+        ("1000000", "1000000.00"),
+    ],
 )
 def test_plans_list_their_money_budget_as_an_exact_decimal_string(alice_client, make_plan, budget, shown):
     make_plan("Paid", quota=100, budget=Decimal(budget))
@@ -240,6 +248,20 @@ def test_a_key_without_a_money_budget_still_says_what_it_spent(alice_client, ali
     listed = alice_client.get("/api/keys/").json()[0]
 
     assert (listed["spent"], listed["budget"]) == ("0.0042", None)
+
+
+def test_when_the_backend_cannot_say_the_usage_and_the_spend_are_null(
+    alice_client, alice, make_plan, make_key, monkeypatch
+):
+    def unavailable(self, **_):
+        raise BackendUnavailable("no answer")
+
+    make_key(alice, make_plan("Paid", quota=100, budget=Decimal("5.00")))
+    monkeypatch.setattr(LocalBackend, "window_usage", unavailable)
+
+    [listed] = alice_client.get("/api/keys/").json()
+
+    assert (listed["used_today"], listed["spent"], listed["budget"], listed["currency"]) == (None, None, None, "USD")
 
 
 @override_settings(CURRENCY="EUR")

@@ -100,6 +100,7 @@ def test_plans_are_the_usage_plans_in_api_gateway(alice_client, gold, silver):
         "burst_limit": 5,
         "token_quota": None,
         "max_output_tokens": None,
+        "budget": None,
         "description": "",
     }
     assert listed_gold == {
@@ -110,6 +111,7 @@ def test_plans_are_the_usage_plans_in_api_gateway(alice_client, gold, silver):
         "burst_limit": None,
         "token_quota": None,
         "max_output_tokens": None,
+        "budget": None,
         "description": "For teams.",
     }
 
@@ -266,6 +268,8 @@ def test_usage_comes_from_api_gateway(apigw, alice_client, alice, gold, stand_in
     [listed] = alice_client.get("/api/keys/").json()
     assert (listed["used_today"], listed["remaining_today"]) == (7, 93)
     assert (listed["used_tokens"], listed["remaining_tokens"], listed["token_quota"]) == (0, None, None)
+    # API Gateway counts no money either: nothing spent, no budget.
+    assert (listed["spent"], listed["budget"], listed["currency"]) == ("0.00", None, "USD")
 
 
 def test_a_weekly_window_adds_up_the_days_api_gateway_counted(apigw, alice_client, silver, stand_ins, monkeypatch):

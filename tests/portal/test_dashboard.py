@@ -138,7 +138,7 @@ def test_this_window_by_model_counts_the_answered_requests_of_the_users_keys(
     assert "<code>other</code>" not in page
     # Two models: a line of totals.
     assert (
-        '<tfoot><tr><th scope="row">All models</th><td class="num">4</td><td class="num">1,366</td>'
+        '<tfoot><tr><th scope="row">Total</th><td class="num">4</td><td class="num">1,366</td>'
         '<td class="num">$0.420000000001</td></tr></tfoot>'
     ) in page
 

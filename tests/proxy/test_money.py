@@ -110,3 +110,15 @@ def test_a_request_that_fails_upstream_gives_its_money_back(alice, make_plan, ma
     key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("1")))
     assert complete(secret).status_code == HTTPStatus.BAD_GATEWAY
     assert (Usage.objects.get(key=key).requests, Usage.objects.get(key=key).spent) == (0, 0)
+
+
+def test_without_a_money_budget_nothing_is_reserved_and_the_cost_is_added_when_settled(
+    alice, make_plan, make_key, upstream
+):
+    priced(upstream, input_price="10", output_price="10")
+    key, secret = make_key(alice, make_plan(quota=100))
+    asked = json.dumps({**BODY, "max_tokens": 2**31 - 1, "n": 8})  # a bound nothing caps, reserved for nothing
+    assert complete(secret, asked).status_code == HTTPStatus.OK
+    assert Usage.objects.get(key=key).spent == 0
+    settle()
+    assert Usage.objects.get(key=key).spent == RequestLog.objects.get().cost == 12 * 10**7
