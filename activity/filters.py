@@ -45,7 +45,7 @@ class RequestLogFilter(django_filters.FilterSet):
         # The page offers the models seen so far in a <datalist> of this id.
         widget=forms.TextInput(attrs={"placeholder": "All models", "list": "models-seen"}),
     )
-    outcome = django_filters.ChoiceFilter(choices=RequestLog.Outcome.choices, empty_label="All outcomes")
+    outcome = django_filters.ChoiceFilter(choices=RequestLog.LOGGED, empty_label="All outcomes")
     day = django_filters.DateFilter(
         field_name="at",
         lookup_expr="date",

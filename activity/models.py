@@ -9,7 +9,10 @@ from proxy.models import ENDPOINTS
 
 
 class RequestLog(models.Model):
-    """One model API request that reached a key. Never the prompt or the answer."""
+    """One model API request that reached a key. Never the prompt or the answer.
+
+    `Outcome` is the one vocabulary of how a request ended, in this log, in the log lines and in
+    the metrics; admission's decisions (proxy/admission.py) map onto it."""
 
     class Outcome(models.TextChoices):
         OK = "ok", "OK"
@@ -18,6 +21,10 @@ class RequestLog(models.Model):
         UPSTREAM_ERROR = "upstream_error", "Upstream error"
         CLIENT_GONE = "client_gone", "Client left"
         INVALID = "invalid", "Invalid"
+        # Only in metrics and log lines, for requests that never reached a key (and so have no row):
+        FORBIDDEN = "forbidden", "Forbidden"
+        UNAVAILABLE = "unavailable", "Quota store unavailable"
+        ERROR = "error", "Error"
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="requests")
     model = models.CharField(max_length=100, blank=True)
@@ -45,6 +52,10 @@ class RequestLog(models.Model):
         ordering = ["-at", "-id"]
         verbose_name = "request"
         indexes = [models.Index(fields=["key", "-at"], name="request_log_key_at")]
+
+    # What a row can say: the outcomes of requests that reached a key.
+    UNLOGGED = (Outcome.FORBIDDEN, Outcome.UNAVAILABLE, Outcome.ERROR)
+    LOGGED = [(value, label) for value, label in Outcome.choices if value not in UNLOGGED]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.model} {self.status}"

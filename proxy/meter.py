@@ -50,10 +50,10 @@ def outcome_of(status: int) -> str:
     if status < 400:
         return RequestLog.Outcome.OK
     if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-        return "forbidden"
+        return RequestLog.Outcome.FORBIDDEN
     if status == HTTPStatus.SERVICE_UNAVAILABLE:
-        return "unavailable"
-    return RequestLog.Outcome.INVALID if status < 500 else "error"
+        return RequestLog.Outcome.UNAVAILABLE
+    return RequestLog.Outcome.INVALID if status < 500 else RequestLog.Outcome.ERROR
 
 
 @dataclass
