@@ -7,7 +7,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
-from activity.models import RequestLog
+from activity.models import LOGGED_OUTCOMES, RequestLog
 from keys.models import ApiKey
 
 
@@ -45,7 +45,7 @@ class RequestLogFilter(django_filters.FilterSet):
         # The page offers the models seen so far in a <datalist> of this id.
         widget=forms.TextInput(attrs={"placeholder": "All models", "list": "models-seen"}),
     )
-    outcome = django_filters.ChoiceFilter(choices=RequestLog.LOGGED, empty_label="All outcomes")
+    outcome = django_filters.ChoiceFilter(choices=LOGGED_OUTCOMES, empty_label="All outcomes")
     day = django_filters.DateFilter(
         field_name="at",
         lookup_expr="date",

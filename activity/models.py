@@ -53,10 +53,6 @@ class RequestLog(models.Model):
         verbose_name = "request"
         indexes = [models.Index(fields=["key", "-at"], name="request_log_key_at")]
 
-    # What a row can say: the outcomes of requests that reached a key.
-    UNLOGGED = (Outcome.FORBIDDEN, Outcome.UNAVAILABLE, Outcome.ERROR)
-    LOGGED = [(value, label) for value, label in Outcome.choices if value not in UNLOGGED]
-
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.model} {self.status}"
 
@@ -67,6 +63,14 @@ class RequestLog(models.Model):
     @property
     def cost_amount(self):
         return money.amount(self.cost)
+
+
+# What a row can say: the outcomes of requests that reached a key.
+LOGGED_OUTCOMES = [
+    (value, label)
+    for value, label in RequestLog.Outcome.choices
+    if value not in (RequestLog.Outcome.FORBIDDEN, RequestLog.Outcome.UNAVAILABLE, RequestLog.Outcome.ERROR)
+]
 
 
 class UsageAlert(models.Model):
