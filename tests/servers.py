@@ -300,15 +300,20 @@ class StandinUpstream:
             chunks, gap = [None] * int(asked[1]), float(asked[2])
         head = {"id": "c", "object": "chat.completion.chunk", "model": body.get("model")}
 
-        def events():
-            for i, chunk in enumerate(chunks):
+        def timed(i: int, chunk: str | None):
+            def made() -> dict:  # at the moment it is sent, after its gap
                 sent = time.monotonic()
                 if self.record:
                     self.sent_at.append(sent)
                 delta = {"content": f"{sent:.6f}" if chunk is None else chunk}
                 if i == 0:
                     delta = {"role": "assistant", **delta}
-                yield {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+            return made
+
+        def events():
+            yield from (timed(i, chunk) for i, chunk in enumerate(chunks))
             yield {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             if self._usage_asked(body):
                 yield {**head, "choices": [], "usage": self._usage()}
@@ -478,14 +483,17 @@ class StandinUpstream:
 
     async def _stream(self, send, events, *, gap: float, done: bool, named: bool = False) -> None:
         """SSE events `gap` seconds apart (`data: [DONE]` at the end when `done`, OpenAI's chat and
-        completions style; `named` adds each event's `event:` line, the Responses style). In mode
-        "drop" the connection is cut after the first event."""
+        completions style; `named` adds each event's `event:` line, the Responses style). An event may
+        be a function that makes it, called when it is sent. In mode "drop" the connection is cut
+        after the first event."""
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         for i, event in enumerate(events):
             if i and gap:
                 await asyncio.sleep(gap)
             if self.mode == "drop" and i == 1:
                 raise ConnectionResetError("stand-in drops the connection")
+            if callable(event):
+                event = event()
             head = f"event: {event['type']}\n" if named else ""
             body = f"{head}data: {json.dumps(event)}\n\n".encode()
             await send({"type": "http.response.body", "body": body, "more_body": True})
