@@ -4,7 +4,8 @@
 --   wrk -t1 -c32 -d10s -s bench/post.lua http://127.0.0.1:PORT/v1/chat/completions -- KEY [KEYS_FILE]
 --
 -- KEY goes in `Authorization: Bearer` ("-": none, straight to the stand-in). With KEYS_FILE, a
--- key a line, each request takes the next one instead (the bad-key flood). The last line is
+-- key a line, each request takes the next one instead (the bad-key flood). BENCH_HEADERS, from the
+-- environment, adds headers, one `Name: value` a line (a peer's routing headers). The last line is
 -- `BENCH_JSON {...}`: answers by HTTP status, socket errors, and latency percentiles in µs.
 
 local threads = {}
@@ -18,6 +19,10 @@ function init(args)
   wrk.method = "POST"
   wrk.body = os.getenv("BENCH_BODY") or '{"model":"bench-model","messages":[{"role":"user","content":"Say hi."}]}'
   wrk.headers["Content-Type"] = "application/json"
+  for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+    local name, value = line:match("^%s*([^:]-)%s*:%s*(.-)%s*$")
+    wrk.headers[name] = value
+  end
   if args[1] ~= nil and args[1] ~= "-" then
     wrk.headers["Authorization"] = "Bearer " .. args[1]
   end

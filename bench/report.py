@@ -6,8 +6,21 @@ Targets are the README's; where SQLite's and PostgreSQL's differ they read `SQLi
 import math
 from pathlib import Path
 
-COLUMNS = {"direct": "stand-in", "sqlite": "SQLite", "postgres": "PostgreSQL", "litellm": "LiteLLM"}
-COLOURS = {"stand-in": "#9e9e9e", "SQLite": "#4c72b0", "PostgreSQL": "#dd8452", "LiteLLM": "#8172b2"}
+COLUMNS = {
+    "direct": "stand-in",
+    "sqlite": "SQLite",
+    "postgres": "PostgreSQL",
+    "litellm": "LiteLLM",
+    "portkey": "Portkey",
+}
+COLOURS = {
+    "stand-in": "#9e9e9e",
+    "SQLite": "#4c72b0",
+    "PostgreSQL": "#dd8452",
+    "LiteLLM": "#8172b2",
+    "Portkey": "#55a868",
+}
+PEERS = ("litellm", "portkey")
 
 
 def measured(results: dict) -> dict[str, dict]:
@@ -21,8 +34,8 @@ def ratio(numerator: float, denominator: float) -> str:
 
 def table(results: dict) -> list[str]:
     meta, runs = results["meta"], measured(results)
-    direct, litellm = results["direct"], runs.get("litellm")
-    proxies, tollgate = ("sqlite", "postgres", "litellm"), ("sqlite", "postgres")
+    direct, tollgate = results["direct"], ("sqlite", "postgres")
+    proxies = (*tollgate, *PEERS)
     rows = [["", "target", *(COLUMNS[name] for name in runs)]]
 
     def row(label: str, target: str, cell, among=tuple(COLUMNS)) -> None:
@@ -52,8 +65,8 @@ def table(results: dict) -> list[str]:
     def exact(f: dict) -> str:
         return "{admitted} / {stored} / {sent}".format(**f["exact"]) + ("" if f["exact"]["exact"] else " NOT EXACT")
 
-    def litellm_added_over(f: dict) -> str:
-        return " / ".join(ratio(added_ms(litellm, "c1", p), added_ms(f, "c1", p)) for p in ("p50", "p99"))
+    def added_over(peer: dict):
+        return lambda f: " / ".join(ratio(added_ms(peer, "c1", p), added_ms(f, "c1", p)) for p in ("p50", "p99"))
 
     conns, quota = meta["connections"], meta["quota"]
     row("1 connection: latency p50 / p99, ms", "", latency("c1"))
@@ -96,10 +109,11 @@ def table(results: dict) -> list[str]:
         lambda f: f"{f['flood']['valid_ok_per_s'] / f['c32']['ok_per_s']:.0%}",
     )
     row("  bad keys answered", "", lambda f: f["flood"]["bad_sent"])
-    if litellm:
-        row("LiteLLM's added p50 / p99 over Tollgate's", "", litellm_added_over, among=tollgate)
-        row("Tollgate's admitted/s over LiteLLM's", "",
-            lambda f: ratio(f["c32"]["ok_per_s"], litellm["c32"]["ok_per_s"]), among=tollgate)  # fmt: skip
+    for name in (name for name in PEERS if name in runs):
+        peer, title = runs[name], COLUMNS[name]
+        row(f"{title}'s added p50 / p99 over Tollgate's", "", added_over(peer), among=tollgate)
+        row(f"Tollgate's admitted/s over {title}'s", "",
+            lambda f, peer=peer: ratio(f["c32"]["ok_per_s"], peer["c32"]["ok_per_s"]), among=tollgate)  # fmt: skip
 
     widths = [max(len(cells[i]) for cells in rows) for i in range(len(rows[0]))]
     lines = [

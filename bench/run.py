@@ -16,9 +16,9 @@ SQLite, then on PostgreSQL + Redis, each on a fresh database:
                 which the stand-in's clock in the chunk gives; a chunk over half the gap is held back
   open streams  1,000 slow streams at once through ONE worker: errors, the worker's peak memory
 
-`--peers` also puts LiteLLM Proxy (bench/peer.py) in front of the same stand-in for latency and
-throughput. Prints the table (bench/report.py), draws bench/results.png and writes everything to
-bench/out/results.json, beside the servers' logs.
+`--peers` also puts LiteLLM Proxy and Portkey's gateway (bench/peer.py) in front of the same
+stand-in for latency and throughput. Prints the table (bench/report.py), draws bench/results.png
+and writes everything to bench/out/results.json, beside the servers' logs.
 """
 
 import argparse
@@ -75,7 +75,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--quota", type=int, default=500, help="Q of the exactness run")
     parser.add_argument("--open-streams", type=int, default=1000, help="0 skips them")
-    parser.add_argument("--peers", action="store_true", help=f"also LiteLLM Proxy {peer.VERSION} (installed once)")
+    peers = f"also LiteLLM Proxy {peer.LITELLM_VERSION} and Portkey's gateway {peer.PORTKEY_VERSION} (installed once)"
+    parser.add_argument("--peers", action="store_true", help=peers)
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/tollgate_bench", help="recreated")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     return parser.parse_args()
@@ -179,12 +180,14 @@ def wrk(
     seconds: float,
     keys_file: Path | None = None,
     body: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict:
     """`connections` keep-alive connections, each sending its next request once its answer is in."""
     script = ROOT / "bench" / "post.lua"
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", script]
     command += [url, "--", key, *([keys_file] if keys_file else [])]
     env = os.environ | ({"BENCH_BODY": body} if body else {})
+    env |= {"BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())}
     done = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=seconds + 60, env=env)
     line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if done.returncode or line is None:
@@ -202,12 +205,15 @@ def wrk(
     }
 
 
-def latency_and_throughput(url: str, key: str, pid: int, args, body: str | None = None) -> dict:
-    wrk(url, key, connections=args.connections, seconds=2, body=body)  # warm-up
+def latency_and_throughput(
+    url: str, key: str, pid: int, args, body: str | None = None, headers: dict[str, str] | None = None
+) -> dict:
+    load = functools.partial(wrk, url, key, body=body, headers=headers)
+    load(connections=args.connections, seconds=2)  # warm-up
     say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
-    figures = {"c1": wrk(url, key, connections=1, seconds=args.seconds / 2, body=body)}
+    figures = {"c1": load(connections=1, seconds=args.seconds / 2)}
     before = cpu_seconds(pid)
-    figures["c32"] = wrk(url, key, connections=args.connections, seconds=args.seconds, body=body)
+    figures["c32"] = load(connections=args.connections, seconds=args.seconds)
     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["c32"]["requests"], 1)
     return figures
 
@@ -340,15 +346,16 @@ def measure_open_streams(backend: str, env: dict, key: str, args) -> dict:
         return figures | {"rss_before_mb": before, "rss_peak_mb": memory_mb(worker)["VmHWM"]}
 
 
-def measure_litellm(args, standin_url: str) -> dict:
-    say(f"\n== LiteLLM Proxy {peer.VERSION}, 2 workers, master key, no database")
-    problem = peer.install(say)
+def measure_peer(title: str, install, start, args, standin_url: str) -> dict:
+    """A peer of bench/peer.py: `install` it (once), `start` it in front of the stand-in, measure it."""
+    say(f"\n== {title}")
+    problem = install(say)
     if problem:
         say(f"   skipped: {problem}")
         return {"skipped": problem}
     try:
-        with peer.litellm(standin_url) as (base, key, pid):
-            return latency_and_throughput(f"{base}/v1/chat/completions", key, pid, args)
+        with start(standin_url) as (base, headers, pid):
+            return latency_and_throughput(f"{base}/v1/chat/completions", "-", pid, args, headers=headers)
     except (RuntimeError, TimeoutError) as exc:
         say(f"   skipped: {exc}")
         return {"skipped": str(exc).splitlines()[0]}
@@ -394,7 +401,10 @@ def main() -> None:
         for backend in args.backends.split(","):
             results[backend] = measure_tollgate(backend, args, Path(tmp), standin_url)
         if args.peers:
-            results["litellm"] = measure_litellm(args, standin_url)
+            title = f"LiteLLM Proxy {peer.LITELLM_VERSION}, 2 workers, master key, no database"
+            results["litellm"] = measure_peer(title, peer.install_litellm, peer.litellm, args, standin_url)
+            title = f"Portkey's gateway {peer.PORTKEY_VERSION}, one node process, headless, no database"
+            results["portkey"] = measure_peer(title, peer.install_portkey, peer.portkey, args, standin_url)
     results["meta"] |= {"minutes": (time.monotonic() - started) / 60, "load_after": load_average()}
     say("\n" + "\n".join(report.table(results)))
     (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
