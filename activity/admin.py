@@ -43,23 +43,9 @@ class RequestLogAdmin(ReadOnlyAdmin):
         "request_id",
         "client_ip",
     ]
-    # The detail page shows the cost as money too, not as a count of pico-units.
-    fields = [
-        "key",
-        "at",
-        "model",
-        "endpoint",
-        "status",
-        "outcome",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost_shown",
-        "estimated",
-        "ttfb_ms",
-        "duration_ms",
-        "request_id",
-        "client_ip",
-    ]
+    # The detail page: the list's columns, the key itself instead of its prefix and owner, and the
+    # cost as money too, not as a count of pico-units.
+    fields = ["key", "at", *list_display[3:]]
     readonly_fields = ["cost_shown"]
     list_filter = ["outcome", ("model", ModelFilter), "endpoint", "estimated"]
     list_select_related = ["key__owner"]

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
@@ -87,7 +88,7 @@ class KeyTerms:
         """A token or money budget: every answer is then bounded, or it could not be reserved for."""
         return self.token_quota is not None or self.budget is not None
 
-    @property
+    @cached_property  # read by admission, the headers and the meter: converted once
     def budget_units(self) -> int | None:
         return None if self.budget is None else money.units(self.budget)
 

@@ -34,6 +34,18 @@ def validate_field_names(value) -> None:
         FIELD_NAME(name)
 
 
+def price_field(tokens: str) -> models.DecimalField:
+    """A price per million tokens, in CURRENCY, to the sixth decimal (keys/money.py); empty: free."""
+    return models.DecimalField(
+        max_digits=4 + money.DECIMALS,
+        decimal_places=money.DECIMALS,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(money.MAX_PRICE)],
+        help_text=f"Optional: the price of a million {tokens} tokens, in CURRENCY. Empty: free.",
+    )
+
+
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "An environment variable's name, like FAST_API_KEY.")
 
 
@@ -86,22 +98,8 @@ class LanguageModel(models.Model):
         validators=[validate_field_names],
         help_text="Request fields beyond OpenAI's that this upstream takes (vLLM's top_k, say).",
     )
-    input_price = models.DecimalField(
-        max_digits=4 + money.DECIMALS,
-        decimal_places=money.DECIMALS,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0), MaxValueValidator(money.MAX_PRICE)],
-        help_text="Optional: the price of a million prompt tokens, in CURRENCY. Empty: free.",
-    )
-    output_price = models.DecimalField(
-        max_digits=4 + money.DECIMALS,
-        decimal_places=money.DECIMALS,
-        null=True,
-        blank=True,
-        validators=[MinValueValidator(0), MaxValueValidator(money.MAX_PRICE)],
-        help_text="Optional: the price of a million completion tokens, in CURRENCY. Empty: free.",
-    )
+    input_price = price_field("prompt")
+    output_price = price_field("completion")
     fallbacks = models.ManyToManyField("self", through="Fallback", symmetrical=False, related_name="+", blank=True)
     active = models.BooleanField(default=True)
     updated = models.DateTimeField(auto_now=True)

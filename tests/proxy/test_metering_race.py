@@ -7,31 +7,23 @@ its endpoint, or (cut before the usage report) an estimate within its reservatio
 """
 
 import asyncio
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 
-import httpx
 import pytest
-from django.db import connection
 
 from activity.models import RequestLog
 from keys.models import Usage
 from proxy.models import LanguageModel
 from tests.proxy.test_scale import wait_for_rows
+from tests.races import UsageWatch, race
 from tests.servers import json_body, tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 REQUESTS = 300
-PATHS = {
-    "chat": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "embeddings": "/v1/embeddings",
-    "responses": "/v1/responses",
-}
 # What the stand-in reports, (prompt, completion) tokens: (7, 5), and for embeddings only the 7.
 REPORTED = {"chat": (7, 5), "completions": (7, 5), "responses": (7, 5), "embeddings": (7, 0)}
 # One round of 20 requests: for each answering endpoint one plain, three streams read to the end
@@ -81,59 +73,6 @@ def racers() -> list[Racer]:
     return made
 
 
-async def race(base: str, secret: str, racing: list[Racer]) -> dict[str, int]:
-    """Every racer at once, each on its own connection; a cut one reads its first event and hangs
-    up. The status of each by request id (-1: no answer)."""
-    limits = httpx.Limits(max_connections=len(racing), max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-
-        async def one(racer: Racer) -> int:
-            headers = {"authorization": f"Bearer {secret}", "x-request-id": racer.request_id}
-            try:
-                async with client.stream("POST", PATHS[racer.endpoint], json=racer.payload, headers=headers) as answer:
-                    if racer.cut and answer.status_code == HTTPStatus.OK:
-                        received = b""
-                        async for part in answer.aiter_bytes():
-                            received += part
-                            if b"\n\n" in received:
-                                break  # leaving the block closes the connection mid-stream
-                    else:
-                        await answer.aread()
-                    return answer.status_code
-            except httpx.HTTPError:
-                return -1
-
-        statuses = await asyncio.gather(*(one(racer) for racer in racing))
-    return {racer.request_id: status for racer, status in zip(racing, statuses, strict=True)}
-
-
-class TokensWatch(threading.Thread):
-    """The key's charged tokens, read every few milliseconds while the race runs: the most seen."""
-
-    def __init__(self, key) -> None:
-        super().__init__(daemon=True)
-        self.key = key
-        self.most = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                tokens = Usage.objects.filter(key=self.key).values_list("tokens", flat=True).first()
-                self.most = max(self.most, tokens or 0)
-                time.sleep(0.02)
-        finally:
-            connection.close()
-
-    def __enter__(self) -> "TokensWatch":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.join(timeout=10)
-
-
 @pytest.fixture
 def workers(transactional_db, standin):
     """Two workers relaying to the stand-in: `demo` for chat, completions and responses (the
@@ -155,8 +94,8 @@ def test_racing_requests_on_every_endpoint_are_metered_exactly_within_the_token_
     standin.gap, standin.chunks = GAP, list(WORDS)
 
     started = time.monotonic()
-    with TokensWatch(key) as watch:
-        statuses = asyncio.run(race(workers, secret, racing))
+    with UsageWatch(key, "tokens") as watch:
+        statuses = {rid: got.status for rid, got in asyncio.run(race(workers, secret, racing)).items()}
         rows = {row.request_id: row for row in wait_for_rows(REQUESTS)}
 
     assert set(statuses.values()) <= {HTTPStatus.OK, HTTPStatus.TOO_MANY_REQUESTS}, Counter(statuses.values())

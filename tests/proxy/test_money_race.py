@@ -14,7 +14,6 @@ at its own; 6-decimal prices charged to the unit; a budget of exactly one reserv
 import asyncio
 import json
 import re
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from http import HTTPStatus
 
-import httpx
 import pytest
 from django.db import connection
 
@@ -34,6 +32,7 @@ from proxy.ledger import ledger
 from proxy.models import Fallback, LanguageModel
 from tests import asgi
 from tests.proxy.test_scale import wait_for_rows
+from tests.races import UsageWatch, race
 from tests.servers import free_port, json_body, tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +43,7 @@ REQUESTS = 300
 PRICES = {"cheap": ("0.123457", "0.60"), "dear": ("2.50", "10.00"), "primary": ("3.000001", "0.40")}
 ROUTES = {"cheap": ("cheap",), "dear": ("dear",), "primary": ("primary", "dear")}
 REPORTED = (7, 5)  # what the stand-in reports, (prompt, completion) tokens
-PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "responses": "/v1/responses"}
+ENDPOINTS = ("chat", "completions", "responses")
 VARIANTS = [(False, False), (True, False), (True, False), (True, False), (True, True)]  # (stream, cut)
 GAP = 0.05  # seconds between stream events: a stream lasts long enough to be cut mid-way
 WORDS = ["One", " two", " three", " four", " five", " six", " seven", " eight", " nine", " ten"]
@@ -89,8 +88,8 @@ def racers() -> list[Racer]:
     made = []
     for i in range(REQUESTS):
         stream, cut = VARIANTS[i % len(VARIANTS)]
-        endpoint = list(PATHS)[i // len(VARIANTS) % len(PATHS)]
-        asked = list(ROUTES)[i // (len(VARIANTS) * len(PATHS)) % len(ROUTES)]
+        endpoint = ENDPOINTS[i // len(VARIANTS) % len(ENDPOINTS)]
+        asked = list(ROUTES)[i // (len(VARIANTS) * len(ENDPOINTS)) % len(ROUTES)]
         bound = 20 + i % 21
         payload = {
             "chat": {
@@ -105,69 +104,6 @@ def racers() -> list[Racer]:
             payload["stream"] = True
         made.append(Racer(request_id=f"money-{i:03d}", asked=asked, endpoint=endpoint, payload=payload, cut=cut))
     return made
-
-
-@dataclass(frozen=True)
-class Answered:
-    status: int
-    error: dict | None = None  # a refusal's `error`
-    headers: httpx.Headers | None = None
-
-
-async def race(base: str, secret: str, racing: list[Racer]) -> dict[str, Answered]:
-    """Every racer at once, each on its own connection; a cut one reads its first event and hangs
-    up. What each got, by request id (status -1: no answer)."""
-    limits = httpx.Limits(max_connections=len(racing), max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-
-        async def one(racer: Racer) -> Answered:
-            headers = {"authorization": f"Bearer {secret}", "x-request-id": racer.request_id}
-            try:
-                async with client.stream("POST", PATHS[racer.endpoint], json=racer.payload, headers=headers) as answer:
-                    if racer.cut and answer.status_code == HTTPStatus.OK:
-                        received = b""
-                        async for part in answer.aiter_bytes():
-                            received += part
-                            if b"\n\n" in received:
-                                break  # leaving the block closes the connection mid-stream
-                        return Answered(answer.status_code)
-                    body = await answer.aread()
-                    error = json.loads(body).get("error") if answer.status_code != HTTPStatus.OK else None
-                    return Answered(answer.status_code, error, answer.headers)
-            except httpx.HTTPError:
-                return Answered(-1)
-
-        answered = await asyncio.gather(*(one(racer) for racer in racing))
-    return {racer.request_id: got for racer, got in zip(racing, answered, strict=True)}
-
-
-class SpentWatch(threading.Thread):
-    """The key's money charged, read every few milliseconds while the race runs: the most seen."""
-
-    def __init__(self, key) -> None:
-        super().__init__(daemon=True)
-        self.key = key
-        self.most = 0
-        self.reads = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                spent = Usage.objects.filter(key=self.key).values_list("spent", flat=True).first()
-                self.most = max(self.most, spent or 0)
-                self.reads += 1
-                time.sleep(0.01)
-        finally:
-            connection.close()
-
-    def __enter__(self) -> "SpentWatch":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.join(timeout=10)
 
 
 def priced(name: str, base_url: str) -> LanguageModel:
@@ -206,7 +142,7 @@ def test_racing_requests_at_three_prices_never_pass_the_money_budget_and_are_cha
     standin.gap, standin.chunks = GAP, list(WORDS)
 
     started = time.monotonic()
-    with SpentWatch(key) as watch:
+    with UsageWatch(key, "spent") as watch:
         answered = asyncio.run(race(workers, secret, racing))
         rows = {row.request_id: row for row in wait_for_rows(REQUESTS)}
 
