@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import peer  # noqa: E402
 import report  # noqa: E402
+import sampling  # noqa: E402
 
 from tests.servers import StandinUpstream, free_port, served, wait_for_port  # noqa: E402
 
@@ -77,6 +78,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--open-streams", type=int, default=1000, help="0 skips them")
     peers = f"also LiteLLM Proxy {peer.LITELLM_VERSION} and Portkey's gateway {peer.PORTKEY_VERSION} (installed once)"
     parser.add_argument("--peers", action="store_true", help=peers)
+    profiled = "sample Tollgate's workers with py-spy during the non-streamed runs and print where the time goes"
+    parser.add_argument("--profile", action="store_true", help=profiled)
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/tollgate_bench", help="recreated")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     return parser.parse_args()
@@ -312,7 +315,8 @@ def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
     keys = json.loads(run_python(env, "bench/seed.py", "keys", str(args.quota), f"{standin_url}/v1"))
     with served(output=OUT / f"tollgate-{backend}.log", workers=2, env=env) as server:
         url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
-        figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
+        with profiling(args, server.pid, backend):
+            figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
         figures |= other_answers(f"http://127.0.0.1:{server.port}/v1", keys["unlimited"], server.pid, args)
         if "budgeted" in keys:  # (not in a checkout from before money budgets, measured for comparison)
             say("   a money budget, on a priced model")
@@ -324,6 +328,19 @@ def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
     if args.open_streams:
         figures["open"] = measure_open_streams(backend, env, keys["unlimited"], args)
     return figures
+
+
+@contextmanager
+def profiling(args, pid: int, name: str):
+    """With --profile, py-spy samples each worker of the server `pid` (bench/sampling.py)."""
+    if not args.profile:
+        yield
+        return
+    workers = [worker for worker in server_processes(pid) if worker != pid and is_worker(worker)]
+    with sampling.sampled(workers, OUT, name) as files:
+        yield
+    say(f"   profile of {name} (py-spy, {len(workers)} workers; these figures are slower than unprofiled ones):")
+    say("\n".join(sampling.summary(files)))
 
 
 def other_answers(base: str, key: str, pid: int, args) -> dict:
@@ -385,6 +402,8 @@ def main() -> None:
     args = arguments()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: `make wrk` installs Debian's")
+    if args.profile and (problem := sampling.available()):
+        raise SystemExit(problem)
     for name in [name for name in os.environ if name.startswith(CLEARED)]:
         del os.environ[name]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # thousands of sockets; servers inherit it

@@ -6,9 +6,11 @@ Tollgate being measured (bench/run.py does):
     python bench/seed.py bad-keys N PATH  writes N different bad keys to PATH, a line each, as a flood
                                           would send them: unknown, wrong checksum, malformed, in turn
 
-`unlimited` never runs out during a run; `exact` has QUOTA requests a day, for the exactness test;
-`budgeted` has a money budget (that never runs out either) and reaches the priced model `bench-priced`
-at the stand-in's URL, for what a money budget costs.
+`unlimited` never runs out during a run, but has a token budget (of 10^12 a day), so that every
+request is bounded and its tokens reserved and settled, as on a plan that meters tokens; `exact` has
+QUOTA requests a day, for the exactness test; `budgeted` has a money budget (that never runs out
+either) and reaches the priced model `bench-priced` at the stand-in's URL, for what a money budget
+costs.
 """
 
 import json
@@ -44,8 +46,9 @@ def make_keys(quota: int, standin_url: str) -> dict[str, str]:
     secrets = {}
     for name, fixed in QUOTAS.items():
         budget = Decimal(1_000_000) if name == "BenchBudgeted" else None
+        token_quota = 10**12 if name == "BenchUnlimited" else None
         plan, _ = Plan.objects.update_or_create(
-            name=name, defaults={"quota": fixed or quota, "period": "DAY", "budget": budget}
+            name=name, defaults={"quota": fixed or quota, "period": "DAY", "budget": budget, "token_quota": token_quota}
         )
         secrets[name.removeprefix("Bench").lower()] = api_key_create(user=user, plan=plan)[1]
     return secrets
