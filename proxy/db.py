@@ -7,8 +7,14 @@ backend also reads. Every statement commits by itself: the hot path's writes are
 statements.
 
 PostgreSQL: psycopg's AsyncConnectionPool, one per event loop (one per uvicorn worker).
-SQLite: one thread per process with its own Django connection. SQLite takes one writer at a
-time, so a single thread queues the writes in Python instead of in SQLite's busy handler.
+SQLite: a statement takes tens of microseconds, less than handing it to a thread and back, so it
+runs on the event loop itself when it need not wait: a read always (WAL: readers never wait for
+the writer), a write when no other writer holds the database. A write that would wait, and the
+ledger's batches, go to one thread per process with its own Django connection, which waits its
+turn. Writers, in this process or another (uvicorn's workers), take turns on a lock file
+(`flock`) beside the database: SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries,
+so two workers that collided lost milliseconds each time; the kernel wakes a writer waiting on
+`flock` as soon as the other lets go.
 
 Failures are told apart, because they call for different answers:
 
@@ -22,12 +28,16 @@ Failures are told apart, because they call for different answers:
 """
 
 import asyncio
+import fcntl
 import logging
+import re
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from datetime import date, datetime
 from functools import cache
 from typing import Any
@@ -255,10 +265,25 @@ def sqlite_outage(exc: DatabaseError) -> bool:
     return isinstance(cause, sqlite3.Error) and (cause.sqlite_errorcode & 0xFF) in SQLITE_OUTAGES
 
 
+class WouldWait(Exception):
+    """A statement that cannot run on the event loop at once: the writer thread runs it."""
+
+
+@cache
+def sqlite_paramstyle(sql: str) -> str:
+    """`%(name)s` (psycopg's style, which Django's SQLite cursor reads too) as sqlite3's `:name`."""
+    return re.sub(r"%\((\w+)\)s", r":\1", sql)
+
+
+def as_dict(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+    return dict(zip([column[0] for column in cursor.description], row, strict=True))
+
+
 class SqliteDatabase(Database):
     def __init__(self) -> None:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-sqlite")
         self.tuned = None  # the sqlite3 connection whose busy handler was set
+        self.local = threading.local()  # each thread's own lock file handle, and an event loop's connection
         self.breaker = Breaker(self._probe)
 
     async def _in_thread(self, work: Callable, *args) -> Any:
@@ -271,7 +296,25 @@ class SqliteDatabase(Database):
             raise
 
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool):
-        return await self._in_thread(self._execute, sql, params, fetch)
+        self.breaker.check()
+        try:
+            return self._on_loop(sql, params, fetch)
+        except WouldWait:
+            return await self._in_thread(self._execute, sql, params, fetch)
+
+    def _on_loop(self, sql: str, params: dict[str, Any], fetch: bool):
+        """The statement on this thread's own sqlite3 connection, if it can run at once. Any error
+        is WouldWait: the writer thread runs it again, waits if it must, and tells an outage from
+        the statement's own error (a failed statement changed nothing)."""
+        name = connections["default"].settings_dict["NAME"]
+        try:
+            if getattr(self.local, "connected_to", None) != name:
+                self._connect_loop(name)
+            with nullcontext() if sql.startswith("SELECT") else self._writers_turn(name, wait=False):
+                cursor = self.local.connection.execute(sqlite_paramstyle(sql), self._adapted(params))
+                return cursor.fetchone() if fetch else cursor.rowcount
+        except (BlockingIOError, sqlite3.Error) as exc:
+            raise WouldWait from exc
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
         await self._in_thread(self._execute_batch, steps)
@@ -288,6 +331,29 @@ class SqliteDatabase(Database):
             db.connection.execute(f"PRAGMA busy_timeout = {SQLITE_LOCK_WAIT_MS}")
             self.tuned = db.connection
         return db
+
+    def _connect_loop(self, name: str) -> None:
+        """This event loop thread's own connection: autocommit, and no busy wait, so that a locked
+        database is WouldWait at once instead of a wait on the event loop."""
+        connection = sqlite3.connect(name, timeout=0, isolation_level=None)
+        for pragma in ("foreign_keys = ON", "synchronous = NORMAL"):  # as Django's own connections
+            connection.execute(f"PRAGMA {pragma}")
+        connection.row_factory = as_dict
+        self.local.connection, self.local.connected_to = connection, name
+
+    @contextmanager
+    def _writers_turn(self, name: str, *, wait: bool = True):
+        """This thread's turn to write, after the writers of any thread or process that came first
+        (BlockingIOError at once if another is writing and not `wait`). Each thread has a handle of
+        its own on the lock file: flock shuts out other handles, not other threads."""
+        if getattr(self.local, "lock_for", None) != name:
+            self.local.lock_file = open(f"{name}-writers.lock", "a")  # noqa: SIM115 - kept open
+            self.local.lock_for = name
+        fcntl.flock(self.local.lock_file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.local.lock_file, fcntl.LOCK_UN)
 
     def _writable(self) -> None:
         """Whether this process may write: the write lock taken and let go at once."""
@@ -314,11 +380,11 @@ class SqliteDatabase(Database):
     def _execute_batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
         self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
+        adapted = [(sql, [self._adapted(row) for row in rows]) for sql, rows in steps if rows]  # before the lock
         try:
-            with transaction.atomic(), db.cursor() as cursor:
-                for sql, rows in steps:
-                    if rows:
-                        cursor.executemany(sql, [self._adapted(row) for row in rows])
+            with self._writers_turn(db.settings_dict["NAME"]), transaction.atomic(), db.cursor() as cursor:
+                for sql, rows in adapted:
+                    cursor.executemany(sql, rows)
         finally:
             if db.errors_occurred:
                 db.close()
@@ -327,8 +393,9 @@ class SqliteDatabase(Database):
         self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
         adapted = self._adapted(params)
+        reads = sql.startswith("SELECT")  # WAL: readers never wait for the writer
         try:
-            with db.cursor() as cursor:
+            with nullcontext() if reads else self._writers_turn(db.settings_dict["NAME"]), db.cursor() as cursor:
                 cursor.execute(sql, adapted)
                 if not fetch:
                     return cursor.rowcount
