@@ -284,24 +284,40 @@ async def admit(
         used = await database().one(USED_SQL, window) or NOTHING_USED
         return Admission(Outcome.THROTTLED, **_counts(used), resets_at=now + timedelta(seconds=1), **terms)
     money_budget = key.budget_units
-    row = await database().one(
-        ADMIT_SQL,
-        {
-            **window, "quota": key.quota, "budget": key.token_quota, "reserve": reserved, "money": money_budget,
-            # Past the budget it is refused whatever its size: no larger number need reach SQL.
-            "reserve_money": reserved_money if money_budget is None else min(reserved_money, money_budget + 1),
-        },
-    )  # fmt: skip
-    if row is None:
+    counted = {
+        **window, "quota": key.quota, "budget": key.token_quota, "reserve": reserved, "money": money_budget,
+        # Past the budget it is refused whatever its size: no larger number need reach SQL.
+        "reserve_money": reserved_money if money_budget is None else min(reserved_money, money_budget + 1),
+    }  # fmt: skip
+    # A refusal reads the window again to say which limit refused it. Settlements may have given
+    # tokens, money or a request back in between: then the window has room now, and it is asked
+    # once more; what still finds none is refused by a limit the plan has.
+    for _attempt in range(2):
+        row = await database().one(ADMIT_SQL, counted)
+        if row is not None:
+            return Admission(Outcome.ADMITTED, **_counts(row), resets_at=resets_at, **terms)
         used = await database().one(USED_SQL, window) or NOTHING_USED
-        if used["requests"] >= key.quota:
-            outcome = Outcome.LIMITED
-        elif key.token_quota is not None and used["tokens"] + reserved > key.token_quota:
-            outcome = Outcome.TOKENS_LIMITED
-        else:
-            outcome = Outcome.BUDGET_LIMITED
-        return Admission(outcome, **_counts(used), resets_at=resets_at, **terms)
-    return Admission(Outcome.ADMITTED, **_counts(row), resets_at=resets_at, **terms)
+        outcome = _refused_by(key, used, reserved=reserved, reserved_money=counted["reserve_money"])
+        if outcome is not None:
+            break
+    else:  # refused twice with room each time it looked (it raced with settlements): a limit the plan has
+        outcome = (
+            Outcome.TOKENS_LIMITED if key.token_quota is not None
+            else Outcome.BUDGET_LIMITED if key.budget is not None
+            else Outcome.LIMITED
+        )  # fmt: skip
+    return Admission(outcome, **_counts(used), resets_at=resets_at, **terms)
+
+
+def _refused_by(key: KeyTerms, used: dict, *, reserved: int, reserved_money: int) -> Outcome | None:
+    """Which limit a window's counts leave no room under, for this request; None if they leave room."""
+    if used["requests"] >= key.quota:
+        return Outcome.LIMITED
+    if key.token_quota is not None and used["tokens"] + reserved > key.token_quota:
+        return Outcome.TOKENS_LIMITED
+    if key.budget_units is not None and used["spent"] + reserved_money > key.budget_units:
+        return Outcome.BUDGET_LIMITED
+    return None
 
 
 NOTHING_USED = {"requests": 0, "tokens": 0, "spent": 0}
