@@ -8,6 +8,7 @@ from playwright.sync_api import Page, expect
 from chat.models import Conversation, Message
 from keys import services
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import NO_HORIZONTAL_SCROLL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +24,6 @@ RECORD_ANSWER_LENGTHS = """() => {
   }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
 }"""
 
-NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
 NAV_BOXES = "links => links.map(a => a.getBoundingClientRect().toJSON())"
 
 
