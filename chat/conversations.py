@@ -1,7 +1,13 @@
-"""Conversations: the turns a model sees again, kept in the database."""
+"""Conversations: the turns a model sees again and the model they ask, kept in the database."""
+
+from dataclasses import dataclass
 
 from chat.models import Conversation, Message
 from keys import tokens
+from keys.backends import get_backend
+from keys.models import ApiKey
+from proxy.catalog import Catalog
+from proxy.endpoints.chat import ENDPOINT as CHAT
 
 HISTORY_TURNS = 20  # earlier messages sent upstream with each new one
 TITLE_LENGTH = 60
@@ -26,11 +32,37 @@ def turn_store(*, conversation: Conversation, text: str) -> None:
     conversation.save(update_fields=["title", "updated"])
 
 
-def turn_finish(*, conversation: Conversation, text: str, complete: bool) -> None:
+def turn_finish(*, conversation: Conversation, text: str, complete: bool, model: str = "") -> None:
+    """Keep the answer, and the model that gave it (a fallback may have answered)."""
     if not text and not complete:
         return
     content = text if complete else text + " …[the answer was cut off]"
-    Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=content)
+    Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=content, model=model)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The models the chat page offers with one key, and the one it picks first."""
+
+    key_id: int
+    models: list[str]
+    picked: str
+
+
+def models_offered(catalog: Catalog, key: ApiKey) -> list[str]:
+    """The models a chat with `key` may ask: those its plan grants that answer chats. None where a
+    gateway meters the key, as the gateway picks its model."""
+    if not get_backend().serves_model_api:
+        return []
+    return [model.name for model in catalog.for_plan(key.plan_id) if CHAT.name in model.endpoints]
+
+
+def model_choice(catalog: Catalog, key: ApiKey, remembered: str = "") -> ModelChoice:
+    """What the picker shows for `key`: the conversation's model if the key's plan grants it, else the
+    default model, else the first one granted."""
+    offered = models_offered(catalog, key)
+    preferred = [name for name in (remembered, catalog.default, *offered) if name in offered]
+    return ModelChoice(key_id=key.pk, models=offered, picked=preferred[0] if preferred else "")
 
 
 def query_history(*, presented: str, external_id: str) -> list[dict]:

@@ -20,6 +20,11 @@ class Conversation(models.Model):
     external_id = models.CharField(max_length=100, blank=True, help_text="The `uuid` given to /query.")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     title = models.CharField(max_length=80, blank=True)
+    model = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The model the chat page asks (one the key's plan grants); empty: the default.",
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -39,6 +44,7 @@ class Message(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField()
+    model = models.CharField(max_length=100, blank=True, help_text="The model that answered (an assistant's turn).")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

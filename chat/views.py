@@ -3,6 +3,7 @@
 import json
 import uuid
 from http import HTTPStatus
+from typing import NamedTuple
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -21,6 +22,7 @@ from keys.errors import BackendUnavailable
 from keys.models import ApiKey
 from keys.presenters import keys_with_usage, message
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit
+from proxy.catalog import catalog, catalog_build
 from proxy.endpoints.chat import text_call
 from proxy.ledger import ledger
 from proxy.meter import Meter
@@ -38,9 +40,12 @@ def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, public_id=conversation_id, owner=request.user)
     chosen = conversation.key_id if conversation and conversation.key_id else (rows[0].key.pk if rows else None)
+    served = catalog_build()  # this thread's own connection: a page view may read the rows afresh
+    remembered = conversation.model if conversation else ""
     context = {
         "rows": rows,
         "chosen_key": chosen,
+        "model_choices": [conversations.model_choice(served, row.key, remembered) for row in rows],
         "conversation": conversation,
         "history": conversation.messages.all() if conversation else [],
         "conversations": Conversation.objects.filter(owner=request.user)[:30],
@@ -53,7 +58,7 @@ def refused(admission: Admission) -> JsonResponse:
     if admission.outcome is Outcome.FORBIDDEN:
         return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
     if admission.outcome is Outcome.MODEL_NOT_FOUND:
-        return message("This key's plan grants no model. Ask an administrator.", HTTPStatus.NOT_FOUND)
+        return message("This key's plan does not grant this chat's model. Pick another model.", HTTPStatus.NOT_FOUND)
     text = "Too Many Requests" if admission.outcome is Outcome.THROTTLED else "Limit Exceeded"
     body = {"retry_after": admission.retry_after, "resets_in": admission.resets_in}
     if admission.outcome is Outcome.TOKENS_LIMITED:
@@ -70,34 +75,44 @@ def refused(admission: Admission) -> JsonResponse:
     return message(text, HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers(), **body)
 
 
-def _parse(request: HttpRequest) -> tuple[int, str, str] | JsonResponse:
+class Asked(NamedTuple):
+    key_id: int
+    text: str
+    conversation_id: str
+    model: str  # "" keeps the conversation's model
+
+
+def _parse(request: HttpRequest) -> Asked | JsonResponse:
     try:
         data = json.loads(request.body)
-        key_id, text = int(data["key_id"]), data["message"]
-        conversation_id = data.get("conversation") or ""
-        if not isinstance(text, str) or not isinstance(conversation_id, str):
+        asked = Asked(int(data["key_id"]), data["message"], data.get("conversation") or "", data.get("model") or "")
+        if not all(isinstance(value, str) for value in asked[1:]):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        return message("Send JSON with key_id, message and optionally conversation.", HTTPStatus.BAD_REQUEST)
-    if not text.strip():
+        return message("Send JSON with key_id, message and optionally conversation and model.", HTTPStatus.BAD_REQUEST)
+    if not asked.text.strip():
         return message("Type a message first.", HTTPStatus.BAD_REQUEST)
-    if len(text) > MAX_MESSAGE_CHARS:
+    if len(asked.text) > MAX_MESSAGE_CHARS:
         return message(f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).", HTTPStatus.BAD_REQUEST)
-    if "\x00" in text:
+    if "\x00" in asked.text:
         return message("That message contains a NUL character.", HTTPStatus.BAD_REQUEST)
-    return key_id, text, conversation_id
+    return asked
 
 
-def _conversation(user, key: ApiKey, conversation_id: str) -> Conversation | None:
+def _conversation(user, key: ApiKey, conversation_id: str, model: str) -> Conversation | None:
+    """The conversation (made if new), now with this key and, when one was asked, this model."""
     if not conversation_id:
-        return Conversation.objects.create(owner=user, key=key)
+        return Conversation.objects.create(owner=user, key=key, model=model)
     try:
         conversation = Conversation.objects.filter(public_id=conversation_id, owner=user).first()
     except ValidationError:  # not a UUID
         return None
-    if conversation is not None and conversation.key_id != key.pk:
-        conversation.key = key
-        conversation.save(update_fields=["key"])
+    if conversation is None:
+        return None
+    model = model or conversation.model  # none asked: the conversation's own
+    if (conversation.key_id, conversation.model) != (key.pk, model):
+        conversation.key, conversation.model = key, model
+        conversation.save(update_fields=["key", "model"])
     return conversation
 
 
@@ -106,12 +121,15 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     parsed = _parse(request)
     if isinstance(parsed, JsonResponse):
         return parsed
-    key_id, text, conversation_id = parsed
+    key_id, text, conversation_id, model = parsed
     user = await request.auser()
     key = await ApiKey.objects.select_related("plan").filter(pk=key_id, owner=user).afirst()
     if key is None:
         return message("No such key.", HTTPStatus.NOT_FOUND)
-    conversation = await sync_to_async(_conversation)(user, key, conversation_id)
+    if model and model not in conversations.models_offered(await catalog(), key):
+        # Refused before anything is kept: the conversation goes on with the model it had.
+        return message(f"The plan {key.plan.name} does not grant the model {model}.", HTTPStatus.NOT_FOUND)
+    conversation = await sync_to_async(_conversation)(user, key, conversation_id, model)
     if conversation is None:
         return message("No such conversation.", HTTPStatus.NOT_FOUND)
     if not key.is_usable(timezone.now()):
@@ -135,7 +153,7 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
 async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, text: str) -> HttpResponse:
     """The message through the model API's pipeline, as `/query` sends it."""
     earlier = await sync_to_async(conversations.history)(conversation)
-    call = text_call([*earlier, {"role": "user", "content": text}])
+    call = text_call([*earlier, {"role": "user", "content": text}], model=conversation.model or None)
     try:
         admission = await admit(call=call, key_id=key.pk, owner_id=user.pk)
     except QuotaStoreUnavailable:
@@ -146,10 +164,11 @@ async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, t
         return response
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     try:
-        relay = await text_stream(admission, call, meter, _keep_answer(conversation))
+        relay = await text_stream(admission, call, meter, _keep_answer(conversation, meter))
     except UpstreamError:
         return message("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
-    return _stream_response(conversation, relay, admission.headers())
+    # The model asked; should a fallback answer instead, the kept turn names it.
+    return _stream_response(conversation, relay, {**admission.headers(), "X-Model": admission.route[0].name})
 
 
 async def _logged(meter: Meter, relay, path: str):
@@ -163,10 +182,13 @@ async def _logged(meter: Meter, relay, path: str):
             meter.finished("POST", path, HTTPStatus.OK)
 
 
-def _keep_answer(conversation: Conversation) -> OnDone:
+def _keep_answer(conversation: Conversation, meter: Meter | None = None) -> OnDone:
+    """Keep the answer when it ends; with the meter, which settled it first, the model that gave it."""
+
     async def keep(relayed: Relayed) -> None:
+        model = meter.entry.model if meter and meter.entry else ""
         await sync_to_async(conversations.turn_finish)(
-            conversation=conversation, text=relayed.answer, complete=relayed.complete
+            conversation=conversation, text=relayed.answer, complete=relayed.complete, model=model
         )
 
     return keep

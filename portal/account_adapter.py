@@ -13,6 +13,7 @@ from django.http import HttpRequest
 logger = logging.getLogger("tollgate.email")
 
 MAIL_FAILED = "We couldn't send the email right now; try again in a few minutes."
+MAIL_FAILED_TAG = "mail-failed"  # the pages that would say "We have sent" tell the failure instead
 # The context variables in which allauth's email templates carry links.
 LINKS = ("activate_url", "password_reset_url", "signup_url")
 
@@ -37,7 +38,7 @@ class AccountAdapter(DefaultAccountAdapter):
         except (smtplib.SMTPException, OSError) as exc:
             logger.error("could not send %s: %r", template_prefix, exc)
             self.request.tollgate_mail_failed = True
-            messages.error(self.request, MAIL_FAILED)
+            messages.error(self.request, MAIL_FAILED, extra_tags=MAIL_FAILED_TAG)
             # Nothing went out, so the cooldown between verification emails must not swallow
             # the retry (signing in sends the verification email again).
             ratelimit.clear(self.request, action="confirm_email", key=email.lower())

@@ -15,6 +15,7 @@ from pythonjsonlogger.json import JsonFormatter
 from keys import services, tokens
 from keys.models import Plan
 from proxy.catalog import snapshot
+from proxy.models import LanguageModel
 from tests import asgi
 from tests.servers import smtp_server, standin_upstream, tollgate_server
 
@@ -162,6 +163,20 @@ def make_plan(db):
         return Plan.objects.create(name=name, quota=quota, period=period, **extra)
 
     return make
+
+
+@pytest.fixture
+def plan_of_two_models(make_plan, standin):
+    """A plan, "Several", that grants `demo` (the default model) and `standin` (the stand-in model, reset,
+    known upstream as `standin-upstream`); a third model, `other`, it does not grant."""
+    standin.reset()
+    demo = LanguageModel.objects.create(name="demo", base_url="")
+    base_url = standin.url + "/v1"
+    picked = LanguageModel.objects.create(name="standin", base_url=base_url, upstream_model="standin-upstream")
+    LanguageModel.objects.create(name="other", base_url="")
+    plan = make_plan("Several", quota=10)
+    plan.models.set([demo, picked])
+    return plan
 
 
 @pytest.fixture

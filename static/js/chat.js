@@ -1,4 +1,5 @@
-// The chat page: send a message, paint the answer as it streams, show "Limit Exceeded" on 429.
+// The chat page: send a message to the model picked, paint the answer as it streams and say which
+// model gave it, show "Limit Exceeded" on 429.
 // Model output is only ever inserted with textContent, never as HTML.
 (function () {
   "use strict";
@@ -60,6 +61,18 @@
     return div;
   }
 
+  // Under an answer, as the page shows the kept ones: "answered by <model>".
+  function answeredBy(model) {
+    var line = document.createElement("p");
+    line.className = "answered-by";
+    line.textContent = "answered by ";
+    var name = document.createElement("span");
+    name.className = "model-name";
+    name.textContent = model;
+    line.appendChild(name);
+    log.appendChild(line);
+  }
+
   // --- banner ---------------------------------------------------------------------------------
   function hideBanner() {
     banner.hidden = true;
@@ -108,8 +121,8 @@
     banner.hidden = false;
   }
 
-  // --- usage bar ------------------------------------------------------------------------------
-  function showUsageFor(keyId) {
+  // --- the key's usage bar and model picker --------------------------------------------------
+  function showKey(keyId) {
     document.querySelectorAll("[data-for-key]").forEach(function (el) {
       el.hidden = el.dataset.forKey !== String(keyId);
     });
@@ -133,7 +146,7 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (key) {
         if (!key) return;
-        var box = document.querySelector('[data-for-key="' + keyId + '"]');
+        var box = document.querySelector('.key-usage[data-for-key="' + keyId + '"]');
         if (!box) return;
         paintBar(box, "requests", key.used_today, key.used_today + key.remaining_today);
         var used = box.querySelector("[data-used]");
@@ -169,7 +182,13 @@
     list.insertBefore(item, list.firstChild);
   }
 
-  if (picker) picker.addEventListener("change", function () { showUsageFor(picker.value); });
+  if (picker) picker.addEventListener("change", function () { showKey(picker.value); });
+
+  // The model picker of the key chosen (none where the key's gateway picks the model).
+  function modelPicked() {
+    var modelPicker = document.querySelector(".model-choice:not([hidden]) .model-picker");
+    return modelPicker ? modelPicker.value : "";
+  }
 
   // --- sending --------------------------------------------------------------------------------
   var busy = false;
@@ -187,7 +206,9 @@
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "text/event-stream" },
-      body: JSON.stringify({ key_id: keyId, message: text, conversation: log.dataset.conversation || "" })
+      body: JSON.stringify({
+        key_id: keyId, message: text, conversation: log.dataset.conversation || "", model: modelPicked()
+      })
     }).then(function (response) {
       if (!response.ok) {
         mine.remove();
@@ -209,6 +230,8 @@
       }
       answer = bubble("assistant", "");
       answer.classList.add("streaming");
+      var model = response.headers.get("X-Model");
+      if (model) answeredBy(model);
       var reader = response.body.getReader();
       var decoder = new TextDecoder();
       var full = "";

@@ -129,15 +129,15 @@ def test_each_request_shows_its_cost(alice_client, alices_key, log):
     page = alice_client.get("/activity/").content.decode()
 
     assert '<th scope="col" class="num">Cost</th>' in page
-    assert '<td class="num">$0.0042</td>' in page
-    assert '<td class="num">$0.00</td>' in page
-    assert '<td class="num" title="Estimated: no usage report came">~$0.15</td>' in page
+    assert '<td class="num" data-label="Cost">$0.0042</td>' in page
+    assert '<td class="num" data-label="Cost">$0.00</td>' in page
+    assert '<td class="num" data-label="Cost" title="Estimated: no usage report came">~$0.15</td>' in page
 
 
 @override_settings(CURRENCY="EUR")
 def test_the_cost_is_in_the_configured_currency(alice_client, alices_key, log):
     log(alices_key, cost=5 * 10**12)
-    assert '<td class="num">€5.00</td>' in alice_client.get("/activity/").content.decode()
+    assert '<td class="num" data-label="Cost">€5.00</td>' in alice_client.get("/activity/").content.decode()
 
 
 def test_with_no_requests_it_says_how_to_make_one(alice_client):

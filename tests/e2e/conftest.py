@@ -1,7 +1,8 @@
 """Browser tests: Tollgate under uvicorn, one headless Debian Chromium per session, a new context per test.
 
 Every test is transactional, so what it writes is committed and the server process sees it.
-A failing test leaves a screenshot of each page it opened in test-artifacts/.
+A failing test leaves a screenshot of each page it opened in test-artifacts/; the pictures that tests
+take to be looked at (the `screenshot` fixture) go to test-artifacts/screenshots/.
 """
 
 import re
@@ -20,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.servers import ROOT, tollgate_server
 
 ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -34,6 +36,8 @@ CHROMIUM_ARGS = [
 DEMO_MODEL_PAUSE = "0.05"
 
 expect.set_options(timeout=10_000)
+NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
+screenshots_taken: list[Path] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,6 +54,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if screenshots_taken:
+        terminalreporter.write_line(f"{len(screenshots_taken)} screenshots to look at in {SCREENSHOTS}/")
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +138,17 @@ def spend(tollgate: str) -> Callable[[str, int], None]:
                     assert response.status_code == HTTPStatus.OK
 
     return call
+
+
+@pytest.fixture
+def screenshot() -> Callable[[Page, str], Path]:
+    """screenshot(page, name): the whole page as it looks now, kept in SCREENSHOTS as `name`.png."""
+
+    def take(page: Page, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=path, full_page=True)
+        screenshots_taken.append(path)
+        return path
+
+    return take

@@ -2,12 +2,17 @@
 
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from activity.models import RequestLog
 from chat.models import Conversation, Message
 from keys import services
+from keys.models import Usage
 from tests.conftest import PASSWORD
+from tests.e2e.conftest import NO_HORIZONTAL_SCROLL
+from tests.proxy.test_outage import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +28,6 @@ RECORD_ANSWER_LENGTHS = """() => {
   }).observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
 }"""
 
-NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
 NAV_BOXES = "links => links.map(a => a.getBoundingClientRect().toJSON())"
 
 
@@ -186,3 +190,61 @@ def test_a_token_budget_that_cannot_cover_a_message_shows_the_limit_banner_with_
     expect(page.get_by_label("Message")).to_have_value("Anything at all")
     expect(page.locator("#log .bubble-user")).to_have_count(0)
     expect(usage_text(page).first).to_contain_text("0 of 10 used")
+
+
+def served_models(base: str, secret: str) -> set[str]:
+    """The models the server's catalog grants the key now (it may be a few seconds behind the rows)."""
+    answer = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    return {model["id"] for model in answer.json()["data"]}
+
+
+def test_a_model_picked_on_the_chat_page_answers_and_its_conversation_keeps_it(
+    new_page, tollgate, alice, plan_of_two_models, standin, screenshot
+):
+    key, secret = services.api_key_create(user=alice, plan=plan_of_two_models)
+    assert wait_until(lambda: served_models(tollgate, secret) == {"demo", "standin"}, timeout=10)
+    page = new_page(user=alice)
+
+    # The picker offers the plan's models, the default first picked; pick the other.
+    page.goto("/chat/")
+    picker = page.get_by_role("combobox", name="Model")
+    expect(picker).to_have_value("demo")
+    expect(picker.locator("option")).to_have_text(["demo", "standin"])
+    picker.select_option("standin")
+    page.get_by_label("Message").fill("Which model are you?")
+    page.get_by_role("button", name="Send").click()
+    wait_for_answer(page, 1, quoting=standin.text)
+    expect(page.locator("#log .answered-by")).to_have_text(["answered by standin"])
+    expect(usage_text(page)).to_contain_text("1 of 10 used")
+    screenshot(page, "chat-model-picked")
+
+    # What reached the upstream, what the request log says, and what the conversation keeps.
+    assert [body["model"] for body in standin.bodies] == ["standin-upstream"]
+    assert wait_until(RequestLog.objects.exists, timeout=15)
+    assert list(RequestLog.objects.values_list("model", flat=True)) == ["standin"]
+    conversation = Conversation.objects.get(owner=alice)
+    assert conversation.model == "standin"
+
+    # A new chat starts on the default; the conversation reopens on its model, each answer named
+    # (on a phone, where the pickers fit).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/chat/")
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("demo")
+    page.goto(f"/chat/c/{conversation.public_id}/")
+    expect(picker).to_have_value("standin")
+    expect(page.locator("#log .answered-by")).to_have_text(["answered by standin"])
+    assert page.evaluate(NO_HORIZONTAL_SCROLL)
+    screenshot(page, "chat-conversation-reopened-phone")
+
+    # A model the plan does not grant (put in the picker by hand) is refused, and nothing changes.
+    picker.evaluate("select => select.add(new Option('other', 'other', true, true))")
+    page.get_by_label("Message").fill("And now the other one")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert")).to_have_text("The plan Several does not grant the model other.")
+    expect(page.locator("#log .bubble-user")).to_have_count(1)
+    expect(page.get_by_label("Message")).to_have_value("And now the other one")
+    screenshot(page, "chat-model-refused-phone")
+    conversation.refresh_from_db()
+    assert conversation.model == "standin" and conversation.messages.count() == 2
+    assert Usage.objects.get(key=key).requests == 1
+    assert standin.calls == 1

@@ -2,26 +2,23 @@
 and the prices beside each plan's models on the keys page. (The pages' accessibility audit, in these
 states too, is in test_accessibility.py.)"""
 
-import os
 import re
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from activity.models import RequestLog
 from keys import services
 from keys.models import Plan, Usage
 from proxy.models import LanguageModel
+from tests.e2e.conftest import NO_HORIZONTAL_SCROLL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CENT = 10**10  # pico-units (keys/money.py)
-NO_HORIZONTAL_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
-# TOLLGATE_SCREENSHOTS=dir keeps a picture of each page, to look at.
-SCREENSHOTS = os.environ.get("TOLLGATE_SCREENSHOTS")
 
 
 @pytest.fixture
@@ -51,12 +48,7 @@ def payer(make_user, seed_plans):
     return user
 
 
-def look(page: Page, name: str) -> None:
-    if SCREENSHOTS:
-        page.screenshot(path=f"{SCREENSHOTS}/{name}.png", full_page=True)
-
-
-def test_the_dashboard_shows_spend_against_the_budget_and_per_model(new_page, payer):
+def test_the_dashboard_shows_spend_against_the_budget_and_per_model(new_page, payer, screenshot):
     page = new_page(payer)
     page.goto("/")
 
@@ -76,15 +68,15 @@ def test_the_dashboard_shows_spend_against_the_budget_and_per_model(new_page, pa
     )
     expect(by_model.get_by_role("row").filter(has_text="large")).to_contain_text("$0.0375")
     expect(by_model.get_by_role("row").filter(has_text="Total")).to_contain_text("$4.2375")
-    look(page, "dashboard")
+    screenshot(page, "money-dashboard")
 
     page.set_viewport_size({"width": 390, "height": 844})
     expect(usage.get_by_text("$4.20 of $5.00 spent")).to_be_visible()
-    look(page, "dashboard-phone")
+    screenshot(page, "money-dashboard-phone")
     assert page.evaluate(NO_HORIZONTAL_SCROLL)
 
 
-def test_the_keys_page_shows_each_plans_budget_and_its_models_prices(new_page, payer):
+def test_the_keys_page_shows_each_plans_budget_and_its_models_prices(new_page, payer, screenshot):
     page = new_page(payer)
     page.goto("/keys/")
 
@@ -102,14 +94,14 @@ def test_the_keys_page_shows_each_plans_budget_and_its_models_prices(new_page, p
     page.get_by_text("Model prices, per million tokens").click()
     prices = page.locator(".model-prices table")
     expect(prices.get_by_role("row").filter(has_text="large")).to_contain_text("$0.00$12.50")
-    look(page, "keys")
+    screenshot(page, "money-keys")
 
 
-def test_the_activity_page_shows_each_requests_cost(new_page, payer):
+def test_the_activity_page_shows_each_requests_cost(new_page, payer, screenshot):
     page = new_page(payer)
     page.goto("/activity/")
 
     expect(page.get_by_role("columnheader", name="Cost")).to_be_visible()
     expect(page.get_by_role("cell", name="$4.00", exact=True)).to_be_visible()
     expect(page.get_by_role("cell", name="$0.0375", exact=True)).to_be_visible()
-    look(page, "activity")
+    screenshot(page, "money-activity")
