@@ -1,18 +1,8 @@
 from django.contrib import admin
-from django.http import HttpRequest
 
 from activity.models import AlertOptOut, RequestLog, UsageAlert
 from keys import money
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the app writes; admins look, and may delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+from portal.admin import ReadOnlyAdmin
 
 
 class ModelFilter(admin.AllValuesFieldListFilter):

@@ -1,13 +1,19 @@
 """Usage alerts: one email to a key's owner when a window's use crosses 80%, and one at 100%, of
 its request quota, token budget or money budget.
 
-Many workers may see the same crossing at the same moment; the `UsageAlert` row's unique
-constraint decides which one sends. Called off the hot path (proxy/ledger.py), in a worker thread.
+The model API's ledger (proxy/ledger.py) hands each batch it wrote, and the usage rows as its
+settlements left them, to its `Watch`: the thresholds crossed are claimed once per process and
+mailed in a worker thread, off the event loop. Many workers may see the same crossing at the
+same moment; the `UsageAlert` row's unique constraint decides which one sends.
 """
 
+import asyncio
 import logging
 import smtplib
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from datetime import date
+from typing import Protocol
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -17,10 +23,79 @@ from django.utils import timezone
 from activity.models import AlertOptOut, UsageAlert
 from keys import money
 from keys.models import ApiKey
+from proxy.db import run_orm
 
 log = logging.getLogger("tollgate.alerts")
 
 THRESHOLDS = (80, 100)
+MAX_CLAIMED = 100_000  # crossings remembered per process; past that the set starts again
+
+
+class Counted(Protocol):
+    """What a ledger entry tells about its key's window (proxy/ledger.py Entry)."""
+
+    key_id: int
+    window_start: date | None
+    requests_used: int
+    quota: int
+    token_budget: int | None
+    money_budget: int | None
+
+
+@dataclass(frozen=True)
+class Crossing:
+    key_id: int
+    window_start: date
+    measure: str  # requests, tokens or budget
+    threshold: int
+    used: int
+    limit: int
+
+
+def crossings(entries: Iterable[Counted], usage: dict[tuple[int, date], dict]) -> Iterator[Crossing]:
+    """The thresholds the entries' keys have reached: requests by the latest count the entries
+    saw, tokens and money by `usage`, each window's row as the batch's settlement left it."""
+    latest: dict[tuple[int, date], Counted] = {}
+    for entry in entries:
+        window = (entry.key_id, entry.window_start)
+        if entry.window_start is None:
+            continue
+        if window not in latest or entry.requests_used >= latest[window].requests_used:
+            latest[window] = entry
+    for (key_id, window_start), entry in latest.items():
+        row = usage.get((key_id, window_start), {})
+        for measure, used, limit in (
+            ("requests", entry.requests_used, entry.quota),
+            ("tokens", row.get("tokens", 0), entry.token_budget),
+            ("budget", row.get("spent", 0), entry.money_budget),
+        ):
+            for threshold in crossed(used, limit):
+                yield Crossing(key_id, window_start, measure, threshold, used, limit)
+
+
+class Watch:
+    """One event loop's alerts: each crossing claimed once here, then mailed in a worker thread."""
+
+    def __init__(self) -> None:
+        self.claimed: set[tuple] = set()  # by this process, or found claimed by another
+        self.sending: set[asyncio.Task] = set()
+
+    def check(self, entries: Iterable[Counted], usage: dict[tuple[int, date], dict]) -> None:
+        for crossing in crossings(entries, usage):
+            claim = (crossing.key_id, crossing.window_start, crossing.measure, crossing.threshold)
+            if claim in self.claimed:
+                continue
+            if len(self.claimed) > MAX_CLAIMED:
+                self.claimed.clear()
+            self.claimed.add(claim)
+            task = asyncio.get_running_loop().create_task(run_orm(alert_once, **asdict(crossing)))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def sent(self, timeout: float = 15) -> None:
+        """Let the mails being sent finish."""
+        if self.sending:
+            await asyncio.wait(self.sending, timeout=timeout)
 
 
 def crossed(used: int, limit: int | None) -> list[int]:

@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from keys import money, services
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, AuthFailure, Plan, Usage
+from portal.admin import ReadOnlyAdmin
 
 
 def in_currency(formfield):
@@ -85,34 +86,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Usage)
-class UsageAdmin(admin.ModelAdmin):
+class UsageAdmin(ReadOnlyAdmin):
     list_display = ["key", "window_start", "requests", "tokens", spent_shown]
     fields = readonly_fields = list_display
     list_filter = ["window_start"]
     search_fields = ["key__prefix", "key__owner__email"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "action", "actor", "key", "masked_key", "ip"]
     list_filter = ["action", "at"]
     search_fields = ["masked_key", "ip", "actor__email"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(AuthFailure)
-class AuthFailureAdmin(admin.ModelAdmin):
+class AuthFailureAdmin(ReadOnlyAdmin):
     """Failed key authentications, one row per client address and minute; sort by failures to
     see who is trying the most keys."""
 
@@ -120,9 +109,3 @@ class AuthFailureAdmin(admin.ModelAdmin):
     list_filter = ["minute"]
     search_fields = ["ip", "samples"]
     date_hierarchy = "minute"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

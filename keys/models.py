@@ -22,6 +22,11 @@ def bounded(high: int) -> list:
     return [MinValueValidator(1), MaxValueValidator(high)]
 
 
+def optional_limit(field: type[models.Field], high: int, help_text: str, *verbose_name: str) -> models.Field:
+    """A limit that may be left empty (none), else a whole number from 1 to `high`."""
+    return field(*verbose_name, null=True, blank=True, validators=bounded(high), help_text=help_text)
+
+
 class Plan(models.Model):
     """A usage plan: `quota` requests per calendar `period` (UTC), like an API Gateway usage plan."""
 
@@ -33,27 +38,20 @@ class Plan(models.Model):
     name = models.CharField(max_length=64, unique=True)
     quota = models.PositiveIntegerField(validators=bounded(MAX_QUOTA), help_text="Requests allowed in each period.")
     period = models.CharField(max_length=5, choices=Period.choices, default=Period.DAY)
-    rate_limit = models.PositiveIntegerField(
-        null=True, blank=True, validators=bounded(MAX_RATE), help_text="Optional throttle: steady requests per second."
+    rate_limit = optional_limit(models.PositiveIntegerField, MAX_RATE, "Optional throttle: steady requests per second.")
+    burst_limit = optional_limit(
+        models.PositiveIntegerField, MAX_RATE, "Optional throttle: requests allowed in one second at most."
     )
-    burst_limit = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=bounded(MAX_RATE),
-        help_text="Optional throttle: requests allowed in one second at most.",
-    )
-    token_quota = models.PositiveBigIntegerField(
+    token_quota = optional_limit(
+        models.PositiveBigIntegerField,
+        MAX_TOKEN_BUDGET,
+        "Optional: tokens (prompt and answer) allowed in each period (local backend).",
         "token budget",
-        null=True,
-        blank=True,
-        validators=bounded(MAX_TOKEN_BUDGET),
-        help_text="Optional: tokens (prompt and answer) allowed in each period (local backend).",
     )
-    max_output_tokens = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=bounded(MAX_OUTPUT_TOKENS),
-        help_text="Optional cap on each request's answer, in tokens (local backend).",
+    max_output_tokens = optional_limit(
+        models.PositiveIntegerField,
+        MAX_OUTPUT_TOKENS,
+        "Optional cap on each request's answer, in tokens (local backend).",
     )
     budget = models.DecimalField(
         "money budget",

@@ -144,10 +144,10 @@ def model_api_app() -> Starlette:
             Route("/v1/models", views.models, methods=["GET"]),
             Route("/metrics", metrics.scrape, methods=["GET"]),
         ],
+        # Outermost first. CORS answers a preflight itself, before Metered: the browser asking is
+        # not a model request, and is neither counted nor logged.
         middleware=[
             Middleware(RequestId),
-            Middleware(Metered),
-            Middleware(AllowedHosts),
             Middleware(
                 CORSMiddleware,
                 allow_origins=["*"],
@@ -156,6 +156,8 @@ def model_api_app() -> Starlette:
                 expose_headers=CORS_EXPOSE_HEADERS,
                 max_age=600,
             ),
+            Middleware(Metered),
+            Middleware(AllowedHosts),
         ],
         exception_handlers={HTTPStatus.NOT_FOUND: not_found},
         lifespan=lifespan,

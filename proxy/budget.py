@@ -99,6 +99,12 @@ def estimate(*, prompt_size: int, output_size: int) -> TokenCount:
     )
 
 
+def settled(used: int, *, reserved: int, charged: int) -> int:
+    """A window's tokens once a request's reservation is swapped for its charge: what the ledger's
+    settlement will make of them (SETTLE_SQL), told to the client in the answer's headers."""
+    return used - reserved + charged
+
+
 def charge(
     *, reported: TokenCount | None, cap: int | None, prompt_size: int, output_size: int
 ) -> tuple[TokenCount, bool]:

@@ -68,6 +68,7 @@ SQLITE_OUTAGES = {
 # PostgreSQL SQLSTATEs of a server that cannot serve: class 08 (connection exception), the server
 # shutting down or starting (57P01-57P03), and too many connections (53300).
 POSTGRES_OUTAGES = ("08", "57P01", "57P02", "57P03", "53300")
+RETURNING = " RETURNING "  # a batch's statements that give rows back
 
 
 class QuotaStoreUnavailable(Exception):
@@ -141,8 +142,9 @@ class Database:
     async def _call(self, sql: str, params: dict[str, Any], *, fetch: bool) -> Any:
         raise NotImplementedError
 
-    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Each statement once per row of parameters, all in one transaction."""
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any] | None]:
+        """Each statement once per row of parameters, all in one transaction. Returns what the
+        statements with a RETURNING clause gave back, a row (or None) per row of parameters."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -243,16 +245,23 @@ class PostgresDatabase(Database):
         self.answered_at = time.monotonic()
         return result
 
-    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any] | None]:
         self.breaker.check()
         await self._open()
+        returned = []
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
                 for sql, rows in steps:
-                    if rows:
-                        await cursor.executemany(sql, rows)  # pipelined: one round trip
+                    if not rows:
+                        continue
+                    returning = RETURNING in sql
+                    await cursor.executemany(sql, rows, returning=returning)  # pipelined: one round trip
+                    while returning:
+                        returned.append(await cursor.fetchone())
+                        returning = cursor.nextset()
         except (psycopg.Error, PoolTimeout) as exc:
             raise await self._classified(exc) from exc
+        return returned
 
     async def close(self) -> None:
         await super().close()
@@ -275,7 +284,8 @@ def sqlite_paramstyle(sql: str) -> str:
     return re.sub(r"%\((\w+)\)s", r":\1", sql)
 
 
-def as_dict(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
+def as_dict(cursor, row: tuple) -> dict[str, Any]:
+    """A row by column name, from sqlite3's cursor or Django's."""
     return dict(zip([column[0] for column in cursor.description], row, strict=True))
 
 
@@ -316,8 +326,8 @@ class SqliteDatabase(Database):
         except (BlockingIOError, sqlite3.Error) as exc:
             raise WouldWait from exc
 
-    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        await self._in_thread(self._execute_batch, steps)
+    async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any] | None]:
+        return await self._in_thread(self._execute_batch, steps)
 
     async def _probe(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self._writable)
@@ -377,17 +387,25 @@ class SqliteDatabase(Database):
             for name, value in params.items()
         }
 
-    def _execute_batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    def _execute_batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any] | None]:
         self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
         adapted = [(sql, [self._adapted(row) for row in rows]) for sql, rows in steps if rows]  # before the lock
+        returned = []
         try:
             with self._writers_turn(db.settings_dict["NAME"]), transaction.atomic(), db.cursor() as cursor:
                 for sql, rows in adapted:
-                    cursor.executemany(sql, rows)
+                    if RETURNING not in sql:
+                        cursor.executemany(sql, rows)
+                        continue
+                    for row in rows:  # executemany gives nothing back on SQLite
+                        cursor.execute(sql, row)
+                        found = cursor.fetchone()
+                        returned.append(as_dict(cursor, found) if found else None)
         finally:
             if db.errors_occurred:
                 db.close()
+        return returned
 
     def _execute(self, sql: str, params: dict[str, Any], fetch: bool):
         self.breaker.check()  # again: it may have tripped while this waited for the thread
@@ -400,7 +418,7 @@ class SqliteDatabase(Database):
                 if not fetch:
                     return cursor.rowcount
                 row = cursor.fetchone()
-                return dict(zip([c[0] for c in cursor.description], row, strict=True)) if row else None
+                return as_dict(cursor, row) if row else None
         except DatabaseError as exc:
             if sqlite_outage(exc):
                 self.breaker.open = True  # the statements queued behind this one fail at once

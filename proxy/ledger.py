@@ -8,8 +8,8 @@ summed per key and window. Until then a request stays charged at its reservation
 bound, so a budget can only be understated as spent, never overshot; a crash loses the log rows
 and refunds that were waiting, never a charge.
 
-After each batch, the usage alerts (activity/alerts.py) are checked for the keys it touched, off
-the hot path; and once an hour the request log is pruned to `REQUEST_LOG_DAYS`.
+After each batch, its entries and the usage rows its settlements left go to the usage alerts
+(activity/alerts.py); and once an hour the request log is pruned to `REQUEST_LOG_DAYS`.
 """
 
 import asyncio
@@ -25,7 +25,6 @@ from activity import alerts
 from activity.models import RequestLog
 from activity.retention import prune_request_log
 from keys.models import ApiKey, AuthFailure, Usage
-from proxy.admission import USED_SQL
 from proxy.budget import TokenCount
 from proxy.db import QuotaStoreUnavailable, database, run_orm
 
@@ -43,10 +42,11 @@ LOG, KEYS, USAGE = RequestLog._meta.db_table, ApiKey._meta.db_table, Usage._meta
 FAILURES = AuthFailure._meta.db_table
 
 # The reservation goes back and the charge goes in. The usage row exists: the admission made it.
+# What it leaves is what the usage alerts measure.
 SETTLE_SQL = (
     f"UPDATE {USAGE} SET tokens = tokens - %(reserved)s + %(charged)s, "  # noqa: S608
     "spent = spent - %(reserved_money)s + %(cost)s "
-    "WHERE key_id = %(key_id)s AND window_start = %(window_start)s"
+    "WHERE key_id = %(key_id)s AND window_start = %(window_start)s RETURNING tokens, spent"
 )
 SETTLED = ("reserved", "charged", "reserved_money", "cost")
 # When each key was last used: once per key and batch, and never backwards (the ledger of another
@@ -148,8 +148,7 @@ class Ledger:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.pruned_at = time.monotonic()
-        self.alerted: set[tuple] = set()  # crossings already claimed, by this process or another
-        self.sending: set[asyncio.Task] = set()
+        self.alerts = alerts.Watch()
         self.flushing = asyncio.Lock()
         self.failures: dict[tuple[str, datetime], FailureTally] = {}
         self.answering = 0  # requests being answered, each settled here when it ends
@@ -196,17 +195,19 @@ class Ledger:
         batch, self.waiting = self.waiting[:BATCH_SIZE], self.waiting[BATCH_SIZE:]
         failures, self.failures = self.failures, {}
         tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
+        steps = [(AUTH_FAILURE_SQL, tallies), *self._steps(batch)]
         try:
-            await database().batch([(AUTH_FAILURE_SQL, tallies), *self._steps(batch)])
+            usage = self._usage(steps, await database().batch(steps))
         except QuotaStoreUnavailable as exc:
             self._put_back(batch, failures, exc)
             return False
         except Exception:
             # One bad entry must not cost the others theirs: each is written on its own.
             log.warning("ledger: a batch of %d entries failed; writing them one by one", len(batch), exc_info=True)
-            if not await self._write_each(batch, failures):
+            usage = await self._write_each(batch, failures)
+            if usage is None:
                 return False
-        await self._check_alerts(batch)
+        self.alerts.check(batch, usage)
         if time.monotonic() - self.pruned_at > PRUNE_EVERY:
             self.pruned_at = time.monotonic()
             await run_orm(prune_request_log)
@@ -230,15 +231,24 @@ class Ledger:
         settled = [{"key_id": k, "window_start": w, **summed} for (k, w), summed in sorted(settlements.items())]
         return [(LOG_SQL, [e.log_row() for e in entries]), (TOUCH_SQL, touches), (SETTLE_SQL, settled)]
 
-    async def _write_each(self, batch: list[Entry], failures: dict) -> bool:
+    @staticmethod
+    def _usage(steps: list[tuple[str, list[dict]]], returned: list[dict | None]) -> dict[tuple[int, date], dict]:
+        """Each settled window's usage row as the batch left it (SETTLE_SQL's RETURNING)."""
+        [settled] = [rows for sql, rows in steps if sql is SETTLE_SQL]
+        return {(s["key_id"], s["window_start"]): row for s, row in zip(settled, returned, strict=True) if row}
+
+    async def _write_each(self, batch: list[Entry], failures: dict) -> dict[tuple[int, date], dict] | None:
         """Each entry in its own transaction, then the tallies: what is valid is written, what is
-        not is logged with its request id. False if the database went away meanwhile."""
+        not is logged with its request id. Returns the usage rows the settlements left, or None if
+        the database went away meanwhile."""
+        usage = {}
         for done, entry in enumerate(batch):
+            steps = self._steps([entry])
             try:
-                await database().batch(self._steps([entry]))
+                usage |= self._usage(steps, await database().batch(steps))
             except QuotaStoreUnavailable as exc:
                 self._put_back(batch[done:], failures, exc)
-                return False
+                return None
             except Exception:
                 log.exception("ledger: request %s could not be recorded and was dropped: %r", entry.request_id, entry)
         tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
@@ -246,49 +256,16 @@ class Ledger:
             await database().batch([(AUTH_FAILURE_SQL, tallies)])
         except QuotaStoreUnavailable as exc:
             self._put_back([], failures, exc)
-            return False
+            return None
         except Exception:
             log.exception("ledger: %d failed-authentication tallies could not be written", len(tallies))
-        return True
+        return usage
 
     def _put_back(self, batch: list[Entry], failures: dict, exc: Exception) -> None:
         log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
         self.waiting = (batch + self.waiting)[-MAX_WAITING:]
         for bucket, tally in failures.items():
             self.failures.setdefault(bucket, FailureTally()).merge(tally)
-
-    async def _check_alerts(self, batch: list[Entry]) -> None:
-        """Thresholds the batch's keys crossed: each is claimed and mailed off the hot path."""
-        latest: dict[tuple[int, date], Entry] = {}
-        for entry in batch:
-            if entry.window_start is not None:
-                seen = latest.get((entry.key_id, entry.window_start))
-                if seen is None or entry.requests_used >= seen.requests_used:
-                    latest[(entry.key_id, entry.window_start)] = entry
-        crossings = []
-        for (key_id, window_start), entry in latest.items():
-            for threshold in alerts.crossed(entry.requests_used, entry.quota):
-                crossings.append((key_id, window_start, "requests", threshold, entry.requests_used, entry.quota))
-            if entry.token_budget or entry.money_budget:
-                row = await database().one(USED_SQL, {"key_id": key_id, "window_start": window_start})
-                for measure, used, limit in (
-                    ("tokens", row["tokens"] if row else 0, entry.token_budget),
-                    ("budget", row["spent"] if row else 0, entry.money_budget),
-                ):
-                    for threshold in alerts.crossed(used, limit):
-                        crossings.append((key_id, window_start, measure, threshold, used, limit))
-        for key_id, window_start, measure, threshold, used, limit in crossings:
-            if (key_id, window_start, measure, threshold) in self.alerted:
-                continue
-            if len(self.alerted) > 100_000:
-                self.alerted.clear()
-            self.alerted.add((key_id, window_start, measure, threshold))
-            crossing = {"key_id": key_id, "window_start": window_start, "measure": measure, "threshold": threshold}
-            task = asyncio.get_running_loop().create_task(
-                run_orm(alerts.alert_once, **crossing, used=used, limit=limit)
-            )
-            self.sending.add(task)
-            task.add_done_callback(self.sending.discard)
 
     @contextmanager
     def answering_one(self) -> Iterator[None]:
@@ -319,8 +296,7 @@ class Ledger:
     async def settle(self) -> None:
         """Write what waits, and let the alert mails it raised be sent."""
         await self.flush()
-        if self.sending:
-            await asyncio.wait(self.sending, timeout=15)
+        await self.alerts.sent()
 
 
 _ledgers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Ledger]" = weakref.WeakKeyDictionary()

@@ -5,7 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from keys import money
-from keys.models import MAX_OUTPUT_TOKENS, bounded
+from keys.models import MAX_OUTPUT_TOKENS, bounded, optional_limit
 
 ENDPOINTS = ("chat", "completions", "responses", "embeddings")
 DEFAULT_ENDPOINTS = ["chat", "completions", "responses"]
@@ -69,22 +69,18 @@ class LanguageModel(models.Model):
         validators=[ENV_NAME],
         help_text="The NAME of the environment variable holding the upstream's bearer token.",
     )
-    max_output_tokens = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=bounded(MAX_OUTPUT_TOKENS),
-        help_text="Optional cap on the tokens one answer may produce.",
+    max_output_tokens = optional_limit(
+        models.PositiveIntegerField, MAX_OUTPUT_TOKENS, "Optional cap on the tokens one answer may produce."
     )
     endpoints = models.JSONField(
         default=default_endpoints,
         validators=[validate_endpoints],
         help_text=f"The endpoints it serves, from {', '.join(ENDPOINTS)}.",
     )
-    context_window = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=bounded(MAX_OUTPUT_TOKENS),
-        help_text="Optional: the most tokens a prompt can hold. Bounds the prompt's reservation; "
+    context_window = optional_limit(
+        models.PositiveIntegerField,
+        MAX_OUTPUT_TOKENS,
+        "Optional: the most tokens a prompt can hold. Bounds the prompt's reservation; "
         "needed for previous_response_id.",
     )
     max_media_tokens = models.PositiveIntegerField(

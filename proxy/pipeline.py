@@ -15,6 +15,7 @@ import anyio
 from starlette.responses import Response, StreamingResponse
 
 from activity.models import RequestLog
+from proxy import budget
 from proxy.admission import Admission, give_back
 from proxy.answers import OPENAI
 from proxy.catalog import ServedModel, ask
@@ -84,7 +85,9 @@ async def openai_answer(admission: Admission, call: Call, meter: Meter) -> Respo
         admission, model=model, status=HTTPStatus.OK, outcome=RequestLog.Outcome.OK,
         reported=call.endpoint.usage(answer), output_size=call.endpoint.output_size(answer),
     )  # fmt: skip
-    settled = replace(admission, tokens_used=admission.tokens_used - admission.reserved + charged.total)
+    settled = replace(
+        admission, tokens_used=budget.settled(admission.tokens_used, reserved=admission.reserved, charged=charged.total)
+    )
     return Response(renamed(first, model.name), media_type="application/json", headers=settled.headers())
 
 

@@ -46,17 +46,6 @@ class Call:
         return payload
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # as models declare it in `endpoints`: chat, completions, embeddings, responses
-    path: str  # below the base URL, upstream and here (`/v1` + path)
-    read: Callable[[bytes], Call]
-    usage: Callable[[dict], TokenCount | None]  # of a whole answer, or of one stream event
-    output_size: Callable[[dict], int]  # the answer's characters in it, for an estimate
-    usage_chunk: bool = False  # streams end with a chunk of usage alone, for clients that ask
-    error_event: bytes = b""  # what a stream that broke ends with
-
-
 def reading(raw: bytes, fields: dict[str, Check]) -> tuple[dict, dict, dict]:
     """The body, its known fields checked, and the rest: (body, payload, extra)."""
     body = json_object(raw)
@@ -107,6 +96,23 @@ BROKEN_DATA_STREAM = (
     b'data: {"error":{"message":"The model stopped before finishing its answer.","type":"upstream_error",'
     b'"param":null,"code":"upstream_broken"}}\n\n'
 )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # as models declare it in `endpoints`: chat, completions, embeddings, responses
+    path: str  # below the base URL, upstream and here (`/v1` + path)
+    read: Callable[[bytes], Call]
+    output_size: Callable[[dict], int]  # the answer's characters in it, for an estimate
+    usage: Callable[[dict], TokenCount | None] = reported_usage  # of a whole answer, or of one stream event
+    usage_chunk: bool = False  # streams end with a chunk of usage alone, for clients that ask
+    error_event: bytes = b""  # what a stream that broke ends with
+
+
+def answer_choices(answer: dict) -> list[dict]:
+    """An answer's (or a chunk's) choices."""
+    choices = answer.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
 def strings_in(value: Any) -> int:

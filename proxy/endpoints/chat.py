@@ -12,12 +12,12 @@ from proxy.endpoints import (
     BROKEN_DATA_STREAM,
     Call,
     Endpoint,
+    answer_choices,
     asked_model,
     choices_of,
     invalid,
     media_in,
     reading,
-    reported_usage,
     stream_flags,
     strings_in,
 )  # fmt: skip
@@ -64,21 +64,10 @@ def read(raw: bytes) -> Call:
 
 def output_size(answer: dict) -> int:
     """The text, reasoning, refusals and tool calls of every choice (`message`, or a chunk's `delta`)."""
-    choices = answer.get("choices")
-    if not isinstance(choices, list):
-        return 0
-    return sum(strings_in(c.get("message") or c.get("delta")) for c in choices if isinstance(c, dict))
+    return sum(strings_in(c.get("message") or c.get("delta")) for c in answer_choices(answer))
 
 
-ENDPOINT = Endpoint(
-    name="chat",
-    path="/chat/completions",
-    read=read,
-    usage=reported_usage,
-    output_size=output_size,
-    usage_chunk=True,
-    error_event=BROKEN_DATA_STREAM,
-)
+ENDPOINT = Endpoint("chat", "/chat/completions", read, output_size, usage_chunk=True, error_event=BROKEN_DATA_STREAM)
 
 
 def text_call(messages: list[dict], *, model: str | None = None) -> Call:

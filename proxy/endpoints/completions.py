@@ -10,11 +10,11 @@ from proxy.endpoints import (
     BROKEN_DATA_STREAM,
     Call,
     Endpoint,
+    answer_choices,
     asked_model,
     choices_of,
     invalid,
     reading,
-    reported_usage,
     stream_flags,
 )  # fmt: skip
 from proxy.validation import CHAT_FIELDS, MAX_CHOICES, STRING, Check, integer
@@ -63,18 +63,7 @@ def read(raw: bytes) -> Call:
 
 
 def output_size(answer: dict) -> int:
-    choices = answer.get("choices")
-    if not isinstance(choices, list):
-        return 0
-    return sum(len(c["text"]) for c in choices if isinstance(c, dict) and isinstance(c.get("text"), str))
+    return sum(len(c["text"]) for c in answer_choices(answer) if isinstance(c.get("text"), str))
 
 
-ENDPOINT = Endpoint(
-    name="completions",
-    path="/completions",
-    read=read,
-    usage=reported_usage,
-    output_size=output_size,
-    usage_chunk=True,
-    error_event=BROKEN_DATA_STREAM,
-)
+ENDPOINT = Endpoint("completions", "/completions", read, output_size, usage_chunk=True, error_event=BROKEN_DATA_STREAM)

@@ -6,7 +6,7 @@ length; usage is `usage.prompt_tokens`.
 
 from typing import Any
 
-from proxy.endpoints import Call, Endpoint, asked_model, invalid, reading, reported_usage
+from proxy.endpoints import Call, Endpoint, asked_model, invalid, reading
 from proxy.validation import STRING, Check, integer, of_type
 
 MAX_INPUTS = 2048  # OpenAI's limit of inputs in one request
@@ -56,6 +56,4 @@ def read(raw: bytes) -> Call:
     )  # fmt: skip
 
 
-ENDPOINT = Endpoint(
-    name="embeddings", path="/embeddings", read=read, usage=reported_usage, output_size=lambda answer: 0
-)
+ENDPOINT = Endpoint("embeddings", "/embeddings", read, output_size=lambda answer: 0)  # no output but vectors

@@ -1,6 +1,8 @@
+import logging
 from http import HTTPStatus
 
 import pytest
+from prometheus_client import REGISTRY
 
 from keys.models import Usage
 from tests.asgi import fetch
@@ -10,8 +12,22 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = "http://localhost:5173"
 
 
-def test_a_preflight_is_allowed_without_a_key_and_not_counted(alice, plan10, make_key):
+def requests_counted() -> float:
+    """Every model request `/metrics` has counted, whatever its model and outcome."""
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "tollgate_requests"
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+
+
+def test_a_preflight_is_allowed_without_a_key_and_not_counted(alice, plan10, make_key, caplog):
+    """A preflight is the browser asking, not a model request: no usage, no metric, no log line."""
     key, _ = make_key(alice, plan10)
+    counted = requests_counted()
+    caplog.set_level(logging.INFO, logger="tollgate.requests")
     response = fetch(
         "options",
         "/query",
@@ -25,6 +41,13 @@ def test_a_preflight_is_allowed_without_a_key_and_not_counted(alice, plan10, mak
     assert response["access-control-allow-origin"] in ("*", ORIGIN)
     assert "x-api-key" in response["access-control-allow-headers"]
     assert not Usage.objects.exists()
+    assert requests_counted() == counted
+    assert not [r for r in caplog.records if r.name == "tollgate.requests"]
+    fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": "tg_" + "n" * 41})  # and a request is
+    assert requests_counted() == counted + 1
+    assert [r.getMessage().split()[:3] for r in caplog.records if r.name == "tollgate.requests"] == [
+        ["GET", "/query", "403"]
+    ]
 
 
 def test_v1_preflight_allows_authorization_and_content_type():
