@@ -164,11 +164,11 @@ async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, t
         return response
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     try:
-        relay = await text_stream(admission, call, meter, _keep_answer(conversation, meter))
+        model, relay = await text_stream(admission, call, meter, _keep_answer(conversation, meter))
     except UpstreamError:
         return message("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
-    # The model asked; should a fallback answer instead, the kept turn names it.
-    return _stream_response(conversation, relay, {**admission.headers(), "X-Model": admission.route[0].name})
+    # The model that answers: the one asked, or the fallback that took over from it.
+    return _stream_response(conversation, relay, {**admission.headers(), "X-Model": model.name})
 
 
 async def _logged(meter: Meter, relay, path: str):

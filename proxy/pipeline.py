@@ -91,8 +91,11 @@ async def openai_answer(admission: Admission, call: Call, meter: Meter) -> Respo
     return Response(renamed(first, model.name), media_type="application/json", headers=settled.headers())
 
 
-async def text_stream(admission: Admission, call: Call, meter: Meter, then: OnDone | None) -> AsyncIterator[bytes]:
-    """An admitted text chat's answer (`/query`, the chat page) as raw text; `then` keeps the turn.
-    Raises UpstreamError, the request given back, when no model answered."""
+async def text_stream(
+    admission: Admission, call: Call, meter: Meter, then: OnDone | None
+) -> tuple[ServedModel, AsyncIterator[bytes]]:
+    """An admitted text chat's answer (`/query`, the chat page) as raw text, and the model of the
+    route that gives it; `then` keeps the turn. Raises UpstreamError, the request given back, when
+    no model answered."""
     model, first, events = await ask_route(admission, call, meter)
-    return relay_text(first, events, endpoint=call.endpoint, on_done=meter.when_done(admission, model, then))
+    return model, relay_text(first, events, endpoint=call.endpoint, on_done=meter.when_done(admission, model, then))

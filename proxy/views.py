@@ -181,7 +181,7 @@ async def query(request: Request) -> Response:
             )
 
     try:
-        relay = await text_stream(admission, call, meter, keep_turn)
+        _model, relay = await text_stream(admission, call, meter, keep_turn)
     except UpstreamError:
         return QUERY.bad_gateway()
     return stream_response(relay, admission)

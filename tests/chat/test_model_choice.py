@@ -94,3 +94,19 @@ def test_a_model_the_plan_does_not_grant_is_refused_and_changes_nothing(alice, k
     assert Usage.objects.get(key=key).requests == 1
     assert RequestLog.objects.count() == 1
     assert standin.calls == 1
+
+
+def test_when_the_model_picked_fails_its_fallback_answers_and_the_page_is_told_so(alice, key, standin):
+    """`X-Model` names the model that answers, which the page shows under the answer as it streams."""
+    from proxy.models import Fallback, LanguageModel
+
+    Fallback.objects.create(
+        model=LanguageModel.objects.get(name="standin"), to=LanguageModel.objects.get(name="demo"), position=1
+    )
+    standin.mode, standin.error_status = "error", 503
+    response = say(alice, key.pk, "Anyone there?", model="standin")
+    assert response.status_code == HTTPStatus.OK
+    assert response["X-Model"] == "demo"
+    assert "You said: “Anyone there?”" in response.text
+    settle()
+    assert list(RequestLog.objects.values_list("model", flat=True)) == ["demo"]
