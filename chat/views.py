@@ -54,7 +54,7 @@ def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
     return render(request, "chat/chat.html", context)
 
 
-def refused(admission: Admission) -> JsonResponse:
+def not_admitted(admission: Admission) -> JsonResponse:
     if admission.outcome is Outcome.FORBIDDEN:
         return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
     if admission.outcome is Outcome.MODEL_NOT_FOUND:
@@ -159,8 +159,8 @@ async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, t
     except QuotaStoreUnavailable:
         return message("Tollgate cannot reach its database right now.", HTTPStatus.SERVICE_UNAVAILABLE)
     if not admission.admitted:
-        response = refused(admission)
-        meter.refused(admission, response.status_code)
+        response = not_admitted(admission)
+        meter.not_admitted(admission, response.status_code)
         return response
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     try:

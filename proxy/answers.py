@@ -29,7 +29,7 @@ class QueryAnswers:
     def message(status: int, text: str, headers: dict | None = None) -> JSONResponse:
         return JSONResponse({"message": text}, status_code=status, headers=headers)
 
-    def refused(self, admission: Admission) -> JSONResponse:
+    def not_admitted(self, admission: Admission) -> JSONResponse:
         headers = admission.headers()
         match admission.outcome:
             case Outcome.FORBIDDEN:
@@ -71,7 +71,7 @@ class OpenAIAnswers:
         body = {"error": {"message": text, "type": type_, "param": param, "code": code}}
         return JSONResponse(body, status_code=status, headers=headers)
 
-    def refused(self, admission: Admission) -> JSONResponse:
+    def not_admitted(self, admission: Admission) -> JSONResponse:
         headers = admission.headers()
         match admission.outcome:
             case Outcome.FORBIDDEN:
@@ -114,7 +114,7 @@ class OpenAIAnswers:
         text = f"Tollgate failed to answer this request; its log names it by request id {request_id}."
         return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, text, type_="server_error", code="internal_error")
 
-    def upstream_refused(self, exc: UpstreamError) -> Response:
+    def upstream_client_error(self, exc: UpstreamError) -> Response:
         """The model refused the request's content (400, 404, 413, 422): its own words, not counted."""
         try:
             if isinstance(json.loads(exc.body)["error"], dict):  # OpenAI's shape already: as it came

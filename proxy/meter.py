@@ -31,7 +31,7 @@ request_log = logging.getLogger("tollgate.requests")
 T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose answer could not be sent
 
-REFUSED_OUTCOMES = {
+NOT_ADMITTED_OUTCOMES = {
     Outcome.LIMITED: RequestLog.Outcome.LIMITED,
     Outcome.TOKENS_LIMITED: RequestLog.Outcome.LIMITED,
     Outcome.BUDGET_LIMITED: RequestLog.Outcome.LIMITED,
@@ -100,10 +100,10 @@ class Meter:
             )
             raise
 
-    def refused(self, admission: Admission, status: int) -> None:
+    def not_admitted(self, admission: Admission, status: int) -> None:
         """A request that reached a key and was refused (429, or a model it may not use)."""
         if admission.key is not None:
-            self._record(admission, status=status, outcome=REFUSED_OUTCOMES[admission.outcome], model="")
+            self._record(admission, status=status, outcome=NOT_ADMITTED_OUTCOMES[admission.outcome], model="")
 
     def failed(self, admission: Admission, status: int, outcome: str = RequestLog.Outcome.UPSTREAM_ERROR) -> None:
         """Every model failed before the first byte, or refused the request's content; it was given back."""

@@ -68,7 +68,7 @@ async def openai_answer(admission: Admission, call: Call, meter: Meter) -> Respo
     try:
         model, first, events = await ask_route(admission, call, meter)
     except UpstreamError as exc:
-        return OPENAI.upstream_refused(exc) if exc.client_error else OPENAI.bad_gateway()
+        return OPENAI.upstream_client_error(exc) if exc.client_error else OPENAI.bad_gateway()
     if events is not None:
         on_done = meter.when_done(admission, model)
         relay = relay_events(

@@ -141,9 +141,9 @@ async def authentication_failed(request: Request, presented: str, at: datetime) 
         await asyncio.sleep(pause)
 
 
-def refused(answers: Answers, admission: Admission, meter: Meter) -> Response:
-    response = answers.refused(admission)
-    meter.refused(admission, response.status_code)
+def not_admitted(answers: Answers, admission: Admission, meter: Meter) -> Response:
+    response = answers.not_admitted(admission)
+    meter.not_admitted(admission, response.status_code)
     return response
 
 
@@ -167,7 +167,7 @@ async def query(request: Request) -> Response:
     if admission is None:
         return QUERY.forbidden()
     if not admission.admitted:
-        return refused(QUERY, admission, meter)
+        return not_admitted(QUERY, admission, meter)
     conversation = None
     if conversation_id:
         conversation = await run_orm(
@@ -204,7 +204,7 @@ def openai_view(endpoint: Endpoint) -> View:
         if admission is None:
             return OPENAI.forbidden()
         if not admission.admitted:
-            return refused(OPENAI, admission, meter)
+            return not_admitted(OPENAI, admission, meter)
         return await openai_answer(admission, call, meter)
 
     view.__name__ = view.__qualname__ = endpoint.name
