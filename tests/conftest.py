@@ -14,9 +14,11 @@ from pythonjsonlogger.json import JsonFormatter
 
 from keys import services, tokens
 from keys.models import Plan
+from loopback.mail import smtp_server
+from loopback.servers import tollgate_server
+from loopback.standin import standin_upstream
 from proxy.catalog import snapshot
 from tests import asgi
-from tests.servers import smtp_server, standin_upstream, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
 SECRET_SHAPE = re.compile(rf"{tokens.PREFIX}[0-9A-Za-z]{{{tokens.BODY_LENGTH + tokens.CHECKSUM_LENGTH}}}")
@@ -47,7 +49,7 @@ def settled_ledger(request):
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_the_logs(tmp_path_factory):
     """Every log line of the run, this process's and those of the servers the tests start
-    (tests/servers.py `run_log`), also goes to one file, in JSON with every field. At the end, no
+    (loopback/servers.py `run_log`), also goes to one file, in JSON with every field. At the end, no
     key secret may be in it: none of those issued during the run, nor any other well-formed one
     (a server issues keys of its own for the browser tests)."""
     import portal.asgi  # noqa: F401 - it sets up Django, and so logging, again: before the handler is added

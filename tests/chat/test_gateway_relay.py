@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
 from keys import services
+from loopback.servers import ThreadedServer
 from proxy.upstreams import close_clients
-from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.django_db
 

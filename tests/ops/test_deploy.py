@@ -34,7 +34,7 @@ from django.db import connection
 from activity.models import RequestLog
 from keys import tokens
 from keys.models import AuthFailure, Usage
-from tests.servers import ROOT, database_url_for_servers, free_port, run_log, wait_for_port
+from loopback.servers import ROOT, database_url_for_servers, free_port, run_log, wait_for_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,8 @@ import pytest
 
 from activity.models import RequestLog
 from keys.models import Usage
-from tests.servers import ROOT, free_port, json_body, served
+from loopback.servers import ROOT, free_port, served
+from tests.metering import json_body
 
 pytestmark = pytest.mark.live
 

@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.utils.html import escape
 
+from loopback.servers import free_port
 from portal.account_adapter import MAIL_FAILED
 from tests.conftest import FROM_EMAIL, PASSWORD, SITE_URL
-from tests.servers import free_port
 
 NEW_PASSWORD = "a brand new passphrase 7"
 LINK = re.compile(r"https?://\S+")

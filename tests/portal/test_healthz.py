@@ -9,10 +9,11 @@ from http import HTTPStatus
 import pytest
 from django.db import DatabaseError
 
+from loopback.servers import free_port
+from loopback.standin import standin_upstream
 from proxy import health
 from proxy.models import LanguageModel
 from tests.asgi import fetch
-from tests.servers import free_port, standin_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ import httpx
 import pexpect
 import pytest
 
-from tests.servers import ROOT, free_port, wait_for_port
+from loopback.servers import ROOT, free_port, wait_for_port
 
 pytestmark = pytest.mark.live
 

@@ -10,7 +10,9 @@ import pytest
 from django.db import connection
 
 from keys.models import Usage
-from tests.servers import TcpProxy, database_url_for_servers, fire_async, tollgate_server
+from loopback.servers import database_url_for_servers, tollgate_server
+from loopback.tcp_proxy import TcpProxy
+from tests.races import fire_async
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -2,7 +2,7 @@
 their fields never cause a 5xx, a refused one counts nothing and reaches no model, and another
 key's requests, interleaved with them, are all served.
 
-The stand-in model refuses what OpenAI refuses (tests/servers.py), so a hostile value that got
+The stand-in model refuses what OpenAI refuses (loopback/standin.py), so a hostile value that got
 past Tollgate's checks shows up there, and as a 502 here.
 """
 

@@ -2,7 +2,7 @@
 documented range answers 400 naming its field, before anything is counted or sent upstream; a
 value on the bound goes upstream as it came.
 
-Against the stand-in model, which refuses what OpenAI refuses on its own (tests/servers.py), so a
+Against the stand-in model, which refuses what OpenAI refuses on its own (loopback/standin.py), so a
 value that slipped past Tollgate's checks shows up there as a rejection.
 """
 

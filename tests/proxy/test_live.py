@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from keys.models import Usage
-from tests.servers import tollgate_server
+from loopback.servers import tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

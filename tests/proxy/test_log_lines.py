@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from activity.models import RequestLog
+from loopback.servers import tollgate_server
 from tests.asgi import fetch, settle
-from tests.servers import tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,10 +16,11 @@ import pytest
 
 from activity.models import RequestLog
 from keys.models import Usage
+from loopback.servers import tollgate_server
 from proxy.models import LanguageModel
+from tests.metering import json_body
 from tests.proxy.test_scale import wait_for_rows
 from tests.races import UsageWatch, race
-from tests.servers import json_body, tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

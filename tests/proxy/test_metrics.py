@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from loopback.servers import tollgate_server
 from tests.asgi import fetch
-from tests.servers import fire_async, tollgate_server
+from tests.races import fire_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,10 @@ import openai
 import pytest
 
 from keys.models import Usage
+from loopback.servers import free_port, tollgate_server
+from loopback.standin import standin_upstream
 from proxy.models import Fallback, LanguageModel
 from tests.asgi import fetch
-from tests.servers import free_port, standin_upstream, tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -27,13 +27,14 @@ from django.db import connection
 from activity.models import RequestLog
 from keys import money
 from keys.models import Usage
+from loopback.servers import free_port, tollgate_server
 from proxy.budget import DEFAULT_OUTPUT_BOUND
 from proxy.ledger import ledger
 from proxy.models import Fallback, LanguageModel
 from tests import asgi
+from tests.metering import json_body
 from tests.proxy.test_scale import wait_for_rows
 from tests.races import UsageWatch, race
-from tests.servers import free_port, json_body, tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,7 +1,7 @@
 """The OpenAI API surface through Tollgate under uvicorn: what apps send passes through, what the
 upstream answers comes back, and every request is metered at the usage the upstream reported.
 
-The official openai SDK is the client; the stand-in upstream (tests/servers.py) answers every
+The official openai SDK is the client; the stand-in upstream (loopback/standin.py) answers every
 endpoint and keeps the bodies it was sent, and reports 7 prompt + 5 completion tokens each time.
 """
 

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activity.models import RequestLog
 from keys.models import Usage
-from tests.servers import TcpProxy, database_url_for_servers, tollgate_server
+from loopback.servers import database_url_for_servers, tollgate_server
+from loopback.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

@@ -148,7 +148,7 @@ def test_upstream_failure_is_a_502_and_gives_the_request_back(spend, secret, ali
 
 
 def test_a_refused_connection_is_a_502_and_gives_the_request_back(spend, secret, alice, settings):
-    from tests.servers import free_port
+    from loopback.servers import free_port
 
     settings.LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
     assert spend(secret).status_code == HTTPStatus.BAD_GATEWAY

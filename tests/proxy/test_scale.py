@@ -12,7 +12,9 @@ from activity.models import RequestLog, UsageAlert
 from keys import tokens
 from keys.models import AuthFailure, Usage
 from keys.services import api_key_revoke, api_key_rotate
-from tests.servers import fire_async, json_body, tollgate_server
+from loopback.servers import tollgate_server
+from tests.metering import json_body
+from tests.races import fire_async
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
