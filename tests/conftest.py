@@ -13,7 +13,7 @@ from moto import mock_aws
 from pythonjsonlogger.json import JsonFormatter
 
 from keys import services, tokens
-from keys.models import Plan
+from keys.models import ApiKey, Plan
 from loopback.mail import smtp_server
 from loopback.servers import tollgate_server
 from loopback.standin import standin_upstream
@@ -159,6 +159,28 @@ def plan10(seed_plans):
 
 
 @pytest.fixture
+def alices_key_and_secret(alice, plan10, make_key) -> tuple[ApiKey, str]:
+    """Alice's key on the 10-a-day plan, and its secret (shown once, so kept here)."""
+    return make_key(alice, plan10)
+
+
+@pytest.fixture
+def alices_key(alices_key_and_secret) -> ApiKey:
+    return alices_key_and_secret[0]
+
+
+@pytest.fixture
+def secret(alices_key_and_secret) -> str:
+    """The secret of `alices_key`."""
+    return alices_key_and_secret[1]
+
+
+@pytest.fixture
+def bobs_key(bob, plan10, make_key) -> ApiKey:
+    return make_key(bob, plan10)[0]
+
+
+@pytest.fixture
 def make_plan(db):
     def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", **extra) -> Plan:
         return Plan.objects.create(name=name, quota=quota, period=period, **extra)
@@ -218,8 +240,7 @@ def spend(transactional_db):
     """`/query` with a key, through the app as production mounts it."""
 
     def call(secret: str | None, message: str = "hello", **params) -> asgi.Fetched:
-        headers = {"x-api-key": secret} if secret is not None else {}
-        return asgi.fetch("get", "/query", data={"message": message, **params}, headers=headers)
+        return asgi.query(secret, message=message, **params)
 
     return call
 

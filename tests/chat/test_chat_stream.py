@@ -11,11 +11,6 @@ from tests.asgi import fetch, settle
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def alices_key(alice, plan10, make_key):
-    return make_key(alice, plan10)[0]
-
-
 def say(user, key_id, message="hello", conversation="", **kwargs):
     payload = json.dumps({"key_id": key_id, "message": message, "conversation": conversation})
     return fetch("post", "/chat/stream", user=user, data=payload, content_type="application/json", **kwargs)

@@ -7,11 +7,6 @@ from keys.models import ApiKey
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alices_key(alice, plan10, make_key):
-    return make_key(alice, plan10)[0]
-
-
 @pytest.mark.parametrize(
     "method, path",
     [

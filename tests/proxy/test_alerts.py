@@ -14,21 +14,14 @@ from django.utils import timezone
 
 from activity import alerts
 from activity.models import AlertOptOut, UsageAlert
-from tests.asgi import fetch, settle
+from tests.asgi import complete, query, settle
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def ask(secret: str):
-    return fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret})
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
+    return query(secret, message="hi")
 
 
 def test_the_owner_gets_one_email_at_80_and_one_at_100_percent(alice, make_plan, make_key):
@@ -39,14 +32,14 @@ def test_the_owner_gets_one_email_at_80_and_one_at_100_percent(alice, make_plan,
     assert mail.outbox == []
     assert ask(secret).status_code == HTTPStatus.OK  # 4 of 5: 80%
     settle()
-    wait_for(lambda: len(mail.outbox) == 1)
+    assert wait_until(lambda: len(mail.outbox) == 1)
     assert mail.outbox[0].to == [alice.email]
     assert f"key {key.prefix}… has used 80% of its request quota" in mail.outbox[0].subject
     assert "4 of 5 requests" in mail.outbox[0].body and "/keys/" in mail.outbox[0].body
     for _ in range(3):  # the 5th (100%), then two refused
         ask(secret)
         settle()
-    wait_for(lambda: len(mail.outbox) == 2)
+    assert wait_until(lambda: len(mail.outbox) == 2)
     assert "has used all of its request quota" in mail.outbox[1].subject
     time.sleep(0.3)
     assert len(mail.outbox) == 2
@@ -59,12 +52,10 @@ def test_a_token_budget_alerts_on_the_tokens_charged(alice, make_plan, make_key,
     upstream.usage = (20, 10)
     _key, secret = make_key(alice, make_plan(quota=100, token_quota=110, max_output_tokens=1))
     body = json.dumps({"messages": [{"role": "user", "content": "?"}]}, separators=(",", ":"))
-    headers = {"Authorization": f"Bearer {secret}"}
     for _ in range(3):
-        answer = fetch("post", "/v1/chat/completions", data=body, content_type="application/json", headers=headers)
-        assert answer.status_code == HTTPStatus.OK
+        assert complete(secret, body).status_code == HTTPStatus.OK
         settle()
-    wait_for(lambda: len(mail.outbox) == 1)
+    assert wait_until(lambda: len(mail.outbox) == 1)
     assert "80% of its token budget" in mail.outbox[0].subject
     assert "90 of 110 tokens" in mail.outbox[0].body
 
@@ -109,11 +100,11 @@ def test_a_mail_server_that_hangs_neither_fails_nor_slows_model_requests(alice, 
         _key, secret = make_key(alice, make_plan(quota=5))
         for _ in range(4):
             assert ask(secret).status_code == HTTPStatus.OK
-        wait_for(UsageAlert.objects.exists)  # 4 of 5: the 80% alert is claimed, its mail hangs
+        assert wait_until(UsageAlert.objects.exists)  # 4 of 5: the 80% alert is claimed, its mail hangs
         started = time.monotonic()
         assert ask(secret).status_code == HTTPStatus.OK
         assert time.monotonic() - started < 1.0
-        wait_for(lambda: UsageAlert.objects.count() == 2)
+        assert wait_until(lambda: UsageAlert.objects.count() == 2)
         assert not UsageAlert.objects.filter(sent_at__isnull=False).exists()
     finally:
         hung.close()

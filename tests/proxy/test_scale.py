@@ -8,12 +8,13 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from activity.models import RequestLog, UsageAlert
+from activity.models import UsageAlert
 from keys import tokens
 from keys.models import AuthFailure, Usage
 from keys.services import api_key_revoke, api_key_rotate
 from loopback.servers import tollgate_server
-from tests.metering import json_body
+from tests.metering import json_body, request_log, usage
+from tests.polling import wait_until
 from tests.races import fire_async
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -38,16 +39,12 @@ def test_1000_racing_requests_admit_exactly_what_is_left(workers, standin, alice
     assert statuses.count(HTTPStatus.TOO_MANY_REQUESTS) == 970
     assert not [s for s in statuses if s >= 500 or s < 0]
     assert standin.calls == 30
-    assert Usage.objects.get(key=key).requests == 30 + already_used
+    assert usage(key).requests == 30 + already_used
     # Both workers saw the window cross 80% and 100%; each alert went out once.
-    assert len(wait_for_rows(1000)) == 1000
-    deadline = time.monotonic() + 10
-    while UsageAlert.objects.filter(sent_at__isnull=False).count() < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert sorted(UsageAlert.objects.filter(key=key, sent_at__isnull=False).values_list("threshold", flat=True)) == [
-        80,
-        100,
-    ]
+    assert len(request_log(1000)) == 1000
+    sent = UsageAlert.objects.filter(key=key, sent_at__isnull=False)
+    assert wait_until(lambda: sent.count() >= 2)
+    assert sorted(sent.values_list("threshold", flat=True)) == [80, 100]
 
 
 def test_racing_requests_never_spend_more_than_the_token_budget(workers, standin, alice, make_plan, make_key):
@@ -65,20 +62,12 @@ def test_racing_requests_never_spend_more_than_the_token_budget(workers, standin
     admitted = statuses.count(HTTPStatus.OK)
     assert admitted >= 10 and admitted + statuses.count(HTTPStatus.TOO_MANY_REQUESTS) == 300
     assert standin.calls == admitted
-    rows = wait_for_rows(300)
-    usage = Usage.objects.get(key=key)
-    assert usage.requests == admitted
-    assert usage.tokens == 12 * admitted <= budget
-    assert sum(r.total_tokens for r in rows) == usage.tokens
+    rows = request_log(300)
+    counters = usage(key)
+    assert counters.requests == admitted
+    assert counters.tokens == 12 * admitted <= budget
+    assert sum(r.total_tokens for r in rows) == counters.tokens
     assert not [r for r in rows if r.estimated]
-
-
-def wait_for_rows(count: int, timeout: float = 15.0) -> list[RequestLog]:
-    """The request-log rows, once the workers' ledgers have written `count` of them."""
-    deadline = time.monotonic() + timeout
-    while RequestLog.objects.count() < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return list(RequestLog.objects.all())
 
 
 def test_a_flood_of_bad_keys_adds_one_audit_row_per_address_and_minute(workers, standin):
