@@ -258,6 +258,19 @@ def smtp(smtp_sink):
     return smtp_sink
 
 
+@pytest.fixture
+def mail_over_smtp(settings):
+    """Django's mail, in this process, over SMTP to a port on loopback: `mail_over_smtp(smtp.port)`,
+    or a port where nothing listens, or a server that hangs."""
+
+    def point(port: int, *, timeout: float = 10) -> None:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, timeout
+
+    return point
+
+
 SITE_URL = "https://tollgate.example.com"
 FROM_EMAIL = "Tollgate <accounts@tollgate.example.com>"
 
