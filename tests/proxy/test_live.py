@@ -65,11 +65,13 @@ def test_an_upstream_down_is_502_and_nothing_counted(live, standin, alices_key_a
 
 def test_a_stalled_upstream_gives_the_client_an_answer_not_a_hang(live, standin, alices_key_and_secret):
     _, secret = alices_key_and_secret
-    standin.mode, standin.stall = "stall", 5  # the live server's read timeout is 2 s
+    # The live server's read timeout is 2 s; the model would answer long after, so an answer that
+    # waited for it would show, however busy the machine.
+    standin.mode, standin.stall = "stall", 15
     started = time.monotonic()
-    response = httpx.get(f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}, timeout=10)
+    response = httpx.get(f"{live}/query", params={"message": "hi"}, headers={"x-api-key": secret}, timeout=60)
     assert response.status_code == HTTPStatus.BAD_GATEWAY
-    assert time.monotonic() - started < 4.5
+    assert time.monotonic() - started < standin.stall
     # ...and the worker kept serving others meanwhile.
     assert httpx.get(f"{live}/healthz").status_code == HTTPStatus.OK
 
