@@ -78,6 +78,7 @@ def test_a_post_without_a_csrf_token_is_refused(alice, alices_key):
 def test_anonymous_is_sent_to_sign_in(client, alices_key):
     response = client.post("/chat/stream", "{}", content_type="application/json")
     assert response.status_code == HTTPStatus.FOUND
+    assert response.url.startswith("/accounts/login/")
 
 
 @pytest.mark.parametrize(
@@ -90,11 +91,12 @@ def test_bad_input_is_a_400(alice, alices_key, payload):
     assert not Usage.objects.exists()
 
 
-def test_a_revoked_key_is_refused(alice, alices_key):
+def test_a_revoked_key_is_refused(alice, alices_key, upstream):
     from keys.services import api_key_revoke
 
     api_key_revoke(key=alices_key, actor=alice)
     assert say(alice, alices_key.pk).status_code == HTTPStatus.FORBIDDEN
+    assert not Usage.objects.exists() and upstream.calls == 0
 
 
 def test_upstream_down_is_502_and_not_counted(alice, alices_key, upstream):

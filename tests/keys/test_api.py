@@ -90,8 +90,10 @@ def test_keys_on_several_plans_are_fine(alice_client):
 
 
 def test_the_user_field_may_name_yourself(alice_client, alice):
-    response = create(alice_client, plan_name="10RequestPerDay", user=alice.email)
+    response = create(alice_client, plan_name="10RequestPerDay", user=alice.email.upper())
     assert response.status_code == HTTPStatus.OK
+    key = ApiKey.objects.get()
+    assert (key.owner, key.plan.name, key.digest) == (alice, "10RequestPerDay", tokens.digest(response.json()["value"]))
 
 
 @pytest.mark.parametrize(
@@ -114,6 +116,8 @@ def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(alice_client, 
 def test_a_body_that_is_not_json_is_a_400(alice_client):
     response = alice_client.post("/api/create_key", "{nope", content_type="application/json")
     assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "JSON parse error" in response.json()["detail"]
+    assert not ApiKey.objects.exists()
 
 
 def test_another_users_email_needs_staff(alice_client, bob):
@@ -292,8 +296,12 @@ def test_rotate_gives_a_new_secret_and_the_old_one_stops_working(alice_client, a
 
 def test_a_revoked_key_cannot_be_rotated(alice_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    alice_client.delete(f"/api/keys/{key.pk}/")
-    assert alice_client.post(f"/api/keys/{key.pk}/rotate").status_code == HTTPStatus.CONFLICT
+    assert alice_client.delete(f"/api/keys/{key.pk}/").status_code == HTTPStatus.NO_CONTENT
+    revoked = ApiKey.objects.get().digest
+    response = alice_client.post(f"/api/keys/{key.pk}/rotate")
+    assert response.status_code == HTTPStatus.CONFLICT
+    assert response.json() == {"message": "A revoked key cannot be rotated; create a new one."}
+    assert [(k.status, k.digest) for k in ApiKey.objects.all()] == [(ApiKey.Status.REVOKED, revoked)]
 
 
 def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
@@ -316,7 +324,9 @@ def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
 @pytest.mark.parametrize("days", ["0", "-1", "abc", "100000"])
 def test_usage_refuses_bad_day_counts(alice_client, alice, plan10, make_key, days):
     key, _ = make_key(alice, plan10)
-    assert alice_client.get(f"/api/keys/{key.pk}/usage?days={days}").status_code == HTTPStatus.BAD_REQUEST
+    response = alice_client.get(f"/api/keys/{key.pk}/usage?days={days}")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert list(response.json()) == ["days"]
 
 
 def test_key_creation_is_rate_limited_per_user(alice_client, settings):

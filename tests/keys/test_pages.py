@@ -202,7 +202,9 @@ def test_the_chat_page_keeps_to_requests_and_tokens(alice_client, alice, paid, m
     key, _ = make_key(alice, paid)
     Usage.objects.create(key=key, window_start=paid.window(key.created)[0], requests=5, spent=42 * 10**10)
 
-    assert "data-spent" not in alice_client.get("/chat/").content.decode()
+    page = alice_client.get("/chat/").content.decode()
+    assert f'data-for-key="{key.pk}"' in page and "<strong data-used>5</strong> of 1000 used" in page
+    assert "data-spent" not in page
 
 
 def test_the_keys_page_lists_every_active_models_prices_for_plans_that_grant_them_all(alice_client, paid):

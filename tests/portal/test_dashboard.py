@@ -207,6 +207,7 @@ def test_a_key_that_spent_nothing_on_free_models_says_nothing_of_money(alice_cli
 
     page = alice_client.get("/").content.decode()
 
+    assert "<strong data-used>2</strong> of 10 used" in page
     assert "data-spent" not in page
     assert " spent" not in page
 

@@ -128,7 +128,8 @@ def test_failed_authentications_are_audited_per_address_and_minute_with_masked_s
 
 def test_the_model_api_sets_no_cookies(spend, secret):
     response = spend(secret)
-    assert not response.cookies
+    assert response.status_code == HTTPStatus.OK
+    assert not response.cookies and "set-cookie" not in response.headers
 
 
 def test_it_answers_404_in_aws_mode(spend, secret, alices_key, upstream, settings):
