@@ -182,8 +182,11 @@ def bobs_key(bob, plan10, make_key) -> ApiKey:
 
 @pytest.fixture
 def make_plan(db):
-    def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", **extra) -> Plan:
-        return Plan.objects.create(name=name, quota=quota, period=period, **extra)
+    def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", *, models=(), **extra) -> Plan:
+        """A plan; `models` are those it grants (none listed: every active model)."""
+        plan = Plan.objects.create(name=name, quota=quota, period=period, **extra)
+        plan.models.set(models)
+        return plan
 
     return make
 
@@ -207,9 +210,24 @@ def apigw(settings):
 
 
 @pytest.fixture(scope="session")
-def standin():
-    with standin_upstream() as app:
-        yield app
+def standins():
+    """Two stand-in models, each on a loopback port of its own."""
+    with standin_upstream() as first, standin_upstream() as second:
+        yield first, second
+
+
+@pytest.fixture(scope="session")
+def standin(standins):
+    return standins[0]
+
+
+@pytest.fixture
+def second(standins):
+    """The other stand-in model, reset: an upstream of its own for fallbacks and health probes."""
+    second = standins[1]
+    second.reset()
+    yield second
+    second.reset()
 
 
 @pytest.fixture

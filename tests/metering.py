@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import httpx
 from django.db.models import Sum
+from django.utils import timezone
 
 from activity.models import RequestLog
 from keys.models import Usage
@@ -25,6 +26,11 @@ def usage(key) -> Counters:
     """A key's usage counters, added up over its windows: zeros before it has been charged."""
     totals = Usage.objects.filter(key=key).aggregate(requests=Sum("requests"), tokens=Sum("tokens"), spent=Sum("spent"))
     return Counters(**{name: total or 0 for name, total in totals.items()})
+
+
+def charged(key, **counters) -> Usage:
+    """The key's usage row for the window it is in now, as though it had been charged `counters`."""
+    return Usage.objects.create(key=key, window_start=key.plan.window(timezone.now())[0], **counters)
 
 
 def request_log(count: int, timeout: float = 15.0) -> list[RequestLog]:

@@ -7,6 +7,7 @@ from activity.models import RequestLog
 from chat.models import Conversation, Message
 from keys.models import Usage
 from tests.asgi import fetch, settle
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +43,7 @@ def test_it_streams_an_answer_and_keeps_the_conversation(alice, alices_key, alic
 
 
 def test_limit_exceeded_on_the_page_stream(alice, alices_key):
-    Usage.objects.create(key=alices_key, window_start=alices_key.plan.window(alices_key.created)[0], requests=10)
+    charged(alices_key, requests=10)
     response = say(alice, alices_key.pk)
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.json()["message"] == "Limit Exceeded"

@@ -9,6 +9,7 @@ from keys import tokens
 from keys.backends.local import LocalBackend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, Usage
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
 
@@ -171,7 +172,7 @@ def test_session_posts_need_a_csrf_token(alice):
 
 def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, make_key):
     key, secret = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=7)
+    charged(key, requests=7)
     listing = alice_client.get("/api/keys/").json()
     assert listing == [
         {
@@ -199,7 +200,7 @@ def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, m
 def test_listing_shows_the_token_budgets_use(alice_client, alice, make_plan, make_key):
     plan = make_plan("Metered", quota=100, token_quota=50000)
     key, _ = make_key(alice, plan)
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, tokens=1234)
+    charged(key, requests=3, tokens=1234)
 
     listed = alice_client.get("/api/keys/").json()[0]
     detail = alice_client.get(f"/api/keys/{key.pk}/").json()
@@ -226,7 +227,7 @@ def test_listing_shows_the_money_spent_against_the_budget(alice_client, alice, m
     plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
     key, _ = make_key(alice, plan)
     # $0.42 and one pico-unit: exact to the last digit, never a float's approximation.
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, spent=420_000_000_001)
+    charged(key, requests=3, spent=420_000_000_001)
 
     listed = alice_client.get("/api/keys/").json()[0]
     detail = alice_client.get(f"/api/keys/{key.pk}/").json()
@@ -247,7 +248,7 @@ def test_money_spent_counts_only_the_current_window(alice_client, alice, make_pl
 
 def test_a_key_without_a_money_budget_still_says_what_it_spent(alice_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, spent=4_200_000_000)
+    charged(key, requests=2, spent=4_200_000_000)
 
     listed = alice_client.get("/api/keys/").json()[0]
 

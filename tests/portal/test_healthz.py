@@ -30,12 +30,6 @@ def unprobed(monkeypatch):
     return forget
 
 
-@pytest.fixture
-def second():
-    with standin_upstream() as app:
-        yield app
-
-
 def healthz():
     return fetch("get", "/healthz")
 

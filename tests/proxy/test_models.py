@@ -11,18 +11,11 @@ import openai
 import pytest
 
 from loopback.servers import free_port, tollgate_server
-from loopback.standin import standin_upstream
 from proxy.models import Fallback, LanguageModel
 from tests.asgi import HELLO, complete, fetch
 from tests.metering import usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def second():
-    with standin_upstream() as app:
-        yield app
 
 
 @pytest.fixture

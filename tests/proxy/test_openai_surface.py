@@ -47,6 +47,7 @@ WEATHER = {
     },
 }
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+STANDIN_CALL = ("call_standin", "get_weather", '{"city": "Paris"}')  # the stand-in's tool call: id, name, arguments
 HELLO = [{"role": "user", "content": "Hello there"}]
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "iVBORw0KGgo" * 300}}
 
@@ -117,11 +118,7 @@ def test_a_tool_round_trip_passes_through(sdk, standin):
     assert asked.model == "surface-fast"
     assert asked.choices[0].finish_reason == "tool_calls"
     (call,) = asked.choices[0].message.tool_calls
-    assert (call.id, call.function.name, call.function.arguments) == (
-        "call_standin",
-        "get_weather",
-        '{"city": "Paris"}',
-    )
+    assert (call.id, call.function.name, call.function.arguments) == STANDIN_CALL
 
     turn = [
         *ASK_WEATHER,
@@ -160,11 +157,7 @@ def test_a_streamed_tool_round_trip_rebuilds_the_call_from_its_deltas(sdk, stand
     assert not [e for e in events if e.type == "chunk" and e.chunk.usage]  # the client did not ask for it
     assert final.choices[0].finish_reason == "tool_calls"
     (call,) = final.choices[0].message.tool_calls
-    assert (call.id, call.function.name, call.function.arguments) == (
-        "call_standin",
-        "get_weather",
-        '{"city": "Paris"}',
-    )
+    assert (call.id, call.function.name, call.function.arguments) == STANDIN_CALL
 
     assistant = {
         "role": "assistant",

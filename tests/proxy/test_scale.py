@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from activity.models import UsageAlert
 from keys import tokens
-from keys.models import AuthFailure, Usage
+from keys.models import AuthFailure
 from keys.services import api_key_revoke, api_key_rotate
 from loopback.servers import tollgate_server
-from tests.metering import json_body, request_log, usage
+from tests.metering import charged, json_body, request_log, usage
 from tests.polling import wait_until
 from tests.races import fire_async
 
@@ -31,9 +31,7 @@ def workers(django_db_setup, standin):
 def test_1000_racing_requests_admit_exactly_what_is_left(workers, standin, alice, make_plan, make_key, already_used):
     key, secret = make_key(alice, make_plan(quota=30 + already_used))
     if already_used:
-        from django.utils import timezone
-
-        Usage.objects.create(key=key, window_start=key.plan.window(timezone.now())[0], requests=already_used)
+        charged(key, requests=already_used)
     standin.reset()
     statuses = asyncio.run(fire_async(f"{workers}/query", headers={"x-api-key": secret}, count=1000))
     assert statuses.count(HTTPStatus.OK) == 30
