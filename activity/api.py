@@ -10,6 +10,7 @@ from activity import services
 from activity.filters import RequestLogFilter
 from activity.models import RequestLog
 from activity.serializers import RequestLogSerializer
+from keys.serializers import FIELD_ERRORS, DetailSerializer
 
 
 class NewestFirst(CursorPagination):
@@ -19,7 +20,11 @@ class NewestFirst(CursorPagination):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="Your requests, newest first", description="The request log of your keys.")
+    get=extend_schema(
+        summary="Your requests, newest first",
+        description="The request log of your keys.",
+        responses={200: RequestLogSerializer(many=True), 400: FIELD_ERRORS, 404: DetailSerializer},  # 404: a bad cursor
+    )
 )
 class RequestListApi(ListAPIView):
     serializer_class = RequestLogSerializer

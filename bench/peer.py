@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.servers import free_port, wait_for_port
+from loopback.servers import free_port, wait_for_port
 
 # 1.107.0 is reported compromised; 1.108-1.110's [proxy] extra needs packages that PyPI does not have.
 LITELLM_VERSION = "1.106.12"

@@ -1,7 +1,7 @@
 """`make bench`: what Tollgate adds in front of a model, measured on this machine.
 
-The tests' stand-in model (tests/servers.py StandinUpstream, in a process of its own) and Tollgate
-as `make serve` runs it (tests/servers.py `served`: DEBUG off, two workers), all on 127.0.0.1. On
+The tests' stand-in model (loopback/standin.py StandinUpstream, in a process of its own) and Tollgate
+as `make serve` runs it (loopback/servers.py `served`: DEBUG off, two workers), all on 127.0.0.1. On
 SQLite, then on PostgreSQL + Redis, each on a fresh database:
 
   latency       POST /v1/chat/completions through Tollgate at 1 and 32 connections, minus the same
@@ -53,7 +53,8 @@ import peer  # noqa: E402
 import report  # noqa: E402
 import sampling  # noqa: E402
 
-from tests.servers import StandinUpstream, free_port, served, wait_for_port  # noqa: E402
+from loopback.servers import free_port, served, wait_for_port  # noqa: E402
+from loopback.standin import StandinUpstream  # noqa: E402
 
 OUT = ROOT / "bench" / "out"  # git-ignored
 MODEL = "bench-model"
@@ -245,7 +246,7 @@ def exactness(url: str, key: str, env: dict, args, rate: float) -> dict:
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, key: str, chunks: int, gap: float) -> dict:
-    prompt = f"standin: chunks={chunks} gap={gap}"  # tests/servers.py: each chunk is the time it was sent
+    prompt = f"standin: chunks={chunks} gap={gap}"  # loopback/standin.py: each chunk is the time it was sent
     body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
     stream = {"started": time.monotonic(), "sent": [], "arrived": [], "done": False, "error": ""}
     try:

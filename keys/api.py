@@ -20,7 +20,9 @@ from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed, K
 from keys.models import ApiKey
 from keys.presenters import key_with_usage, keys_with_usage, message
 from keys.serializers import (
+    FIELD_ERRORS,
     DayUsageSerializer,
+    DetailSerializer,
     KeyCreateInputSerializer,
     KeySerializer,
     MessageSerializer,
@@ -81,7 +83,14 @@ class PlanListApi(APIView):
 class KeyCreateApi(APIView):
     @extend_schema(
         request=KeyCreateInputSerializer,
-        responses={200: SecretSerializer, 400: None, 403: MessageSerializer, 409: MessageSerializer},
+        responses={
+            200: SecretSerializer,
+            400: FIELD_ERRORS,
+            403: DetailSerializer,
+            409: MessageSerializer,
+            429: MessageSerializer,
+            500: MessageSerializer,
+        },
     )
     def post(self, request: Request) -> Response:
         services.plan_sync()
@@ -108,18 +117,21 @@ class KeyListApi(APIView):
 
 
 class KeyDetailApi(APIView):
-    @extend_schema(responses=KeySerializer)
+    @extend_schema(responses={200: KeySerializer, 404: DetailSerializer})
     def get(self, request: Request, key_id: int) -> Response:
         return Response(KeySerializer(key_with_usage(owned_key(request, key_id))).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 404: DetailSerializer})
     def delete(self, request: Request, key_id: int) -> Response:
         services.api_key_revoke(key=owned_key(request, key_id), actor=request.user)
         return Response(status=HTTPStatus.NO_CONTENT)
 
 
 class KeyRotateApi(APIView):
-    @extend_schema(request=None, responses={200: SecretSerializer, 409: MessageSerializer})
+    @extend_schema(
+        request=None,
+        responses={200: SecretSerializer, 404: DetailSerializer, 409: MessageSerializer, 429: MessageSerializer},
+    )
     def post(self, request: Request, key_id: int) -> Response:
         key = owned_key(request, key_id)
         if churn_limited(request):
@@ -131,7 +143,7 @@ class KeyRotateApi(APIView):
 class KeyUsageApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("days", int, description="How many days back (1-366)", default=30)],
-        responses=DayUsageSerializer(many=True),
+        responses={200: DayUsageSerializer(many=True), 400: FIELD_ERRORS, 404: DetailSerializer},
     )
     def get(self, request: Request, key_id: int) -> Response:
         key = owned_key(request, key_id)

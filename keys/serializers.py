@@ -1,7 +1,8 @@
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from keys import money
@@ -67,6 +68,16 @@ class SecretSerializer(serializers.Serializer):
 
 class MessageSerializer(serializers.Serializer):
     message = serializers.CharField()
+
+
+class DetailSerializer(serializers.Serializer):
+    """DRF's own refusals (not found, permission denied), as the schema documents them."""
+
+    detail = serializers.CharField()
+
+
+# A 400 of DRF's: each field's errors under its name, as the serializer gave them.
+FIELD_ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description="The errors of each field, by its name")
 
 
 class KeySerializer(serializers.Serializer):

@@ -132,3 +132,33 @@ def fetch(
         return fetched
 
     return portal().call(go)
+
+
+def query(secret: str | None, **params) -> Fetched:
+    """GET /query with the key in `x-api-key` (None sends none) and `params` as its query string."""
+    headers = {"x-api-key": secret} if secret is not None else {}
+    return fetch("get", "/query", data=params, headers=headers)
+
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+
+
+def complete(
+    secret: str | None,
+    body: dict | str | bytes | None = None,
+    *,
+    bearer: bool = True,
+    headers: dict | None = None,
+    **fields,
+) -> Fetched:
+    """POST /v1/chat/completions with the key as a bearer token (or, `bearer=False`, in
+    `x-api-key`; None sends none), and any other `headers`. The body is `body` (a dict as JSON, text
+    or bytes as they are), else the demo model asked "Hello there", with `fields` added or replacing."""
+    if body is None:
+        body = {"model": "demo", "messages": HELLO, **fields}
+    elif fields:
+        raise TypeError("fields go with the default body, not with a given one")
+    headers = dict(headers or {})
+    if secret is not None:
+        headers |= {"Authorization": f"Bearer {secret}"} if bearer else {"x-api-key": secret}
+    return fetch("post", "/v1/chat/completions", data=body, content_type="application/json", headers=headers)

@@ -13,11 +13,13 @@ from moto import mock_aws
 from pythonjsonlogger.json import JsonFormatter
 
 from keys import services, tokens
-from keys.models import Plan
+from keys.models import ApiKey, Plan
+from loopback.mail import smtp_server
+from loopback.servers import tollgate_server
+from loopback.standin import standin_upstream
 from proxy.catalog import snapshot
 from proxy.models import LanguageModel
 from tests import asgi
-from tests.servers import smtp_server, standin_upstream, tollgate_server
 
 PASSWORD = "correct horse battery staple 42"
 SECRET_SHAPE = re.compile(rf"{tokens.PREFIX}[0-9A-Za-z]{{{tokens.BODY_LENGTH + tokens.CHECKSUM_LENGTH}}}")
@@ -48,7 +50,7 @@ def settled_ledger(request):
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_the_logs(tmp_path_factory):
     """Every log line of the run, this process's and those of the servers the tests start
-    (tests/servers.py `run_log`), also goes to one file, in JSON with every field. At the end, no
+    (loopback/servers.py `run_log`), also goes to one file, in JSON with every field. At the end, no
     key secret may be in it: none of those issued during the run, nor any other well-formed one
     (a server issues keys of its own for the browser tests)."""
     import portal.asgi  # noqa: F401 - it sets up Django, and so logging, again: before the handler is added
@@ -158,9 +160,34 @@ def plan10(seed_plans):
 
 
 @pytest.fixture
+def alices_key_and_secret(alice, plan10, make_key) -> tuple[ApiKey, str]:
+    """Alice's key on the 10-a-day plan, and its secret (shown once, so kept here)."""
+    return make_key(alice, plan10)
+
+
+@pytest.fixture
+def alices_key(alices_key_and_secret) -> ApiKey:
+    return alices_key_and_secret[0]
+
+
+@pytest.fixture
+def secret(alices_key_and_secret) -> str:
+    """The secret of `alices_key`."""
+    return alices_key_and_secret[1]
+
+
+@pytest.fixture
+def bobs_key(bob, plan10, make_key) -> ApiKey:
+    return make_key(bob, plan10)[0]
+
+
+@pytest.fixture
 def make_plan(db):
-    def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", **extra) -> Plan:
-        return Plan.objects.create(name=name, quota=quota, period=period, **extra)
+    def make(name: str = "Tiny", quota: int = 3, period: str = "DAY", *, models=(), **extra) -> Plan:
+        """A plan; `models` are those it grants (none listed: every active model)."""
+        plan = Plan.objects.create(name=name, quota=quota, period=period, **extra)
+        plan.models.set(models)
+        return plan
 
     return make
 
@@ -198,9 +225,24 @@ def apigw(settings):
 
 
 @pytest.fixture(scope="session")
-def standin():
-    with standin_upstream() as app:
-        yield app
+def standins():
+    """Two stand-in models, each on a loopback port of its own."""
+    with standin_upstream() as first, standin_upstream() as second:
+        yield first, second
+
+
+@pytest.fixture(scope="session")
+def standin(standins):
+    return standins[0]
+
+
+@pytest.fixture
+def second(standins):
+    """The other stand-in model, reset: an upstream of its own for fallbacks and health probes."""
+    second = standins[1]
+    second.reset()
+    yield second
+    second.reset()
 
 
 @pytest.fixture
@@ -231,8 +273,7 @@ def spend(transactional_db):
     """`/query` with a key, through the app as production mounts it."""
 
     def call(secret: str | None, message: str = "hello", **params) -> asgi.Fetched:
-        headers = {"x-api-key": secret} if secret is not None else {}
-        return asgi.fetch("get", "/query", data={"message": message, **params}, headers=headers)
+        return asgi.query(secret, message=message, **params)
 
     return call
 
@@ -248,6 +289,19 @@ def smtp(smtp_sink):
     """An SMTP server on a real socket, emptied of earlier tests' messages."""
     smtp_sink.messages.clear()
     return smtp_sink
+
+
+@pytest.fixture
+def mail_over_smtp(settings):
+    """Django's mail, in this process, over SMTP to a port on loopback: `mail_over_smtp(smtp.port)`,
+    or a port where nothing listens, or a server that hangs."""
+
+    def point(port: int, *, timeout: float = 10) -> None:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, timeout
+
+    return point
 
 
 SITE_URL = "https://tollgate.example.com"

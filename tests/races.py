@@ -1,6 +1,6 @@
-"""Racing requests against a live Tollgate, shared by the metering and money races: every racer at
-once, each on its own connection, some cutting their stream after its first event; and a thread
-that watches a key's usage counter while they run."""
+"""Racing requests against a live Tollgate: `fire_async`, many of one request at once; `race`, shared
+by the metering and money races, every racer at once, each on its own connection, some cutting
+their stream after its first event; and a thread that watches a key's usage counter while they run."""
 
 import asyncio
 import json
@@ -28,6 +28,27 @@ class Racer(Protocol):
     endpoint: str
     payload: dict
     cut: bool
+
+
+async def fire_async(
+    url: str, *, headers: dict, count: int, params: dict | None = None, json: dict | None = None
+) -> list[int]:
+    """`count` requests at once, each on its own connection: GETs, or POSTs of `json`.
+    Returns the status codes (-1 for a request that got no answer)."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+
+        async def one() -> int:
+            try:
+                if json is not None:
+                    response = await client.post(url, json=json, headers=headers)
+                else:
+                    response = await client.get(url, params=params or {"message": "hi"}, headers=headers)
+                return response.status_code
+            except httpx.HTTPError:
+                return -1
+
+        return await asyncio.gather(*(one() for _ in range(count)))
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,6 @@ def quick_passwords(settings):
 
 
 @pytest.fixture
-def alices_key(alice, make_plan, make_key):
-    return make_key(alice, make_plan("Alice's plan"))[0]
-
-
-@pytest.fixture
-def bobs_key(bob, make_plan, make_key):
-    return make_key(bob, make_plan("Bob's plan"))[0]
-
-
-@pytest.fixture
 def log(db):
     """A request log row as the model API writes it; `at` defaults to NOON."""
 

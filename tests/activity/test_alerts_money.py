@@ -1,7 +1,5 @@
 """Usage alerts about a money budget: the email says how much money, with the currency's symbol."""
 
-import json
-import time
 from decimal import Decimal
 from http import HTTPStatus
 
@@ -13,7 +11,8 @@ from activity import alerts
 from activity.models import UsageAlert
 from keys import money
 from proxy.models import LanguageModel
-from tests.asgi import fetch, settle
+from tests.asgi import complete, settle
+from tests.polling import wait_until
 
 DOLLAR = 10**12  # pico-units
 
@@ -66,14 +65,6 @@ def test_each_money_threshold_is_sent_once_per_window(paid_key):
     assert len(mail.outbox) == 1
 
 
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_spending_through_the_model_api_alerts_at_80_and_100_percent_of_the_money(alice, make_plan, make_key, upstream):
     # Free prompts, and 5 completion tokens reserved (max_tokens) and reported (the stand-in) at $1,000
@@ -81,24 +72,20 @@ def test_spending_through_the_model_api_alerts_at_80_and_100_percent_of_the_mone
     LanguageModel.objects.create(name="dear", base_url=upstream.url + "/v1", output_price=Decimal("1000"))
     cost = 5 * money.per_token(Decimal("1000"))
     _key, secret = make_key(alice, make_plan("Paid", quota=100, budget=money.amount(5 * cost)))
-    body = json.dumps({"model": "dear", "max_tokens": 5, "messages": [{"role": "user", "content": "?"}]})
 
     def ask() -> int:
-        answer = fetch(
-            "post", "/v1/chat/completions", data=body, content_type="application/json",
-            headers={"Authorization": f"Bearer {secret}"},
-        )  # fmt: skip
+        answer = complete(secret, model="dear", max_tokens=5)
         settle()
         return answer.status_code
 
     assert [ask() for _ in range(3)] == [HTTPStatus.OK] * 3
     assert mail.outbox == []
     assert ask() == HTTPStatus.OK  # $0.02 of $0.025: 80%
-    wait_for(lambda: len(mail.outbox) == 1)
+    assert wait_until(lambda: len(mail.outbox) == 1)
     assert "80% of its budget" in mail.outbox[0].subject
     assert "has spent $0.02 of $0.025 this day" in mail.outbox[0].body
     assert ask() == HTTPStatus.OK  # all of it
-    wait_for(lambda: len(mail.outbox) == 2)
+    assert wait_until(lambda: len(mail.outbox) == 2)
     assert "has used all of its budget" in mail.outbox[1].subject
     assert "has spent $0.025 of $0.025 this day" in mail.outbox[1].body
     assert ask() == HTTPStatus.TOO_MANY_REQUESTS

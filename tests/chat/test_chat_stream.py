@@ -7,13 +7,9 @@ from activity.models import RequestLog
 from chat.models import Conversation, Message
 from keys.models import Usage
 from tests.asgi import fetch, settle
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def alices_key(alice, plan10, make_key):
-    return make_key(alice, plan10)[0]
 
 
 def say(user, key_id, message="hello", conversation="", **kwargs):
@@ -47,7 +43,7 @@ def test_it_streams_an_answer_and_keeps_the_conversation(alice, alices_key, alic
 
 
 def test_limit_exceeded_on_the_page_stream(alice, alices_key):
-    Usage.objects.create(key=alices_key, window_start=alices_key.plan.window(alices_key.created)[0], requests=10)
+    charged(alices_key, requests=10)
     response = say(alice, alices_key.pk)
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.json()["message"] == "Limit Exceeded"
@@ -83,6 +79,7 @@ def test_a_post_without_a_csrf_token_is_refused(alice, alices_key):
 def test_anonymous_is_sent_to_sign_in(client, alices_key):
     response = client.post("/chat/stream", "{}", content_type="application/json")
     assert response.status_code == HTTPStatus.FOUND
+    assert response.url.startswith("/accounts/login/")
 
 
 @pytest.mark.parametrize(
@@ -95,11 +92,12 @@ def test_bad_input_is_a_400(alice, alices_key, payload):
     assert not Usage.objects.exists()
 
 
-def test_a_revoked_key_is_refused(alice, alices_key):
+def test_a_revoked_key_is_refused(alice, alices_key, upstream):
     from keys.services import api_key_revoke
 
     api_key_revoke(key=alices_key, actor=alice)
     assert say(alice, alices_key.pk).status_code == HTTPStatus.FORBIDDEN
+    assert not Usage.objects.exists() and upstream.calls == 0
 
 
 def test_upstream_down_is_502_and_not_counted(alice, alices_key, upstream):

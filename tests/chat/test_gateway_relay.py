@@ -10,8 +10,8 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 
 from keys import services
+from loopback.servers import ThreadedServer
 from proxy.upstreams import close_clients
-from tests.servers import ThreadedServer
 
 pytestmark = pytest.mark.django_db
 
@@ -109,15 +109,22 @@ def test_past_the_quota_the_gateways_429_is_limit_exceeded(alice, alice_key, gat
 
 
 def test_a_key_the_gateway_refuses_is_forbidden(alice, alice_key, gateway):
+    value = gateway.api_key
     gateway.api_key = "not-the-value-in-api-gateway"
-    response, _parts = chat(alice, alice_key.pk)
+    response, parts = chat(alice, alice_key.pk)
     assert response.status_code == HTTPStatus.FORBIDDEN
+    assert json.loads(b"".join(parts)) == {"message": "API Gateway refused this key."}
+    assert [sent["x-api-key"] for sent in gateway.requests] == [value]  # the key's value, as API Gateway has it
 
 
 def test_a_rotated_key_is_relayed_with_its_new_value(alice, alice_key, apigw, gateway):
+    old = gateway.api_key
     services.api_key_rotate(key=alice_key, actor=alice)
-    gateway.api_key = apigw.get_api_key(apiKey=alice_key.backend_key_id, includeValue=True)["value"]
-    assert chat(alice, alice_key.pk)[0].status_code == HTTPStatus.OK
+    gateway.api_key = new = apigw.get_api_key(apiKey=alice_key.backend_key_id, includeValue=True)["value"]
+    response, parts = chat(alice, alice_key.pk)
+    assert response.status_code == HTTPStatus.OK
+    assert b"".join(parts).decode() == "Hello through the gateway."
+    assert new != old and [sent["x-api-key"] for sent in gateway.requests] == [new]
 
 
 def test_without_a_gateway_url_the_chat_says_so(alice, alice_key, settings, gateway):

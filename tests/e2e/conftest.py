@@ -18,7 +18,7 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.servers import ROOT, tollgate_server
+from loopback.servers import ROOT, tollgate_server
 
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"

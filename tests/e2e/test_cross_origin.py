@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from keys import services
-from tests.servers import ROOT, ThreadedServer
+from loopback.servers import ROOT, ThreadedServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

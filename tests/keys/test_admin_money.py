@@ -5,8 +5,9 @@ from http import HTTPStatus
 
 import pytest
 
-from keys.models import Plan, Usage
+from keys.models import Plan
 from proxy.models import LanguageModel
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +45,7 @@ def test_a_budget_past_its_bound_is_refused(admin_client):
 
 def test_usage_shows_the_money_spent_in_the_list_and_on_the_key(admin_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=3, spent=42 * 10**10)
+    charged(key, requests=3, spent=42 * 10**10)
 
     listing = admin_client.get("/admin/keys/usage/").content.decode()
     on_the_key = admin_client.get(f"/admin/keys/apikey/{key.pk}/change/").content.decode()

@@ -9,6 +9,7 @@ from keys import tokens
 from keys.backends.local import LocalBackend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, Usage
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
 
@@ -90,8 +91,10 @@ def test_keys_on_several_plans_are_fine(alice_client):
 
 
 def test_the_user_field_may_name_yourself(alice_client, alice):
-    response = create(alice_client, plan_name="10RequestPerDay", user=alice.email)
+    response = create(alice_client, plan_name="10RequestPerDay", user=alice.email.upper())
     assert response.status_code == HTTPStatus.OK
+    key = ApiKey.objects.get()
+    assert (key.owner, key.plan.name, key.digest) == (alice, "10RequestPerDay", tokens.digest(response.json()["value"]))
 
 
 @pytest.mark.parametrize(
@@ -114,6 +117,8 @@ def test_bad_input_is_a_400_with_field_errors_and_changes_nothing(alice_client, 
 def test_a_body_that_is_not_json_is_a_400(alice_client):
     response = alice_client.post("/api/create_key", "{nope", content_type="application/json")
     assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "JSON parse error" in response.json()["detail"]
+    assert not ApiKey.objects.exists()
 
 
 def test_another_users_email_needs_staff(alice_client, bob):
@@ -167,7 +172,7 @@ def test_session_posts_need_a_csrf_token(alice):
 
 def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, make_key):
     key, secret = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=7)
+    charged(key, requests=7)
     listing = alice_client.get("/api/keys/").json()
     assert listing == [
         {
@@ -195,7 +200,7 @@ def test_listing_shows_usage_and_never_the_secret(alice_client, alice, plan10, m
 def test_listing_shows_the_token_budgets_use(alice_client, alice, make_plan, make_key):
     plan = make_plan("Metered", quota=100, token_quota=50000)
     key, _ = make_key(alice, plan)
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, tokens=1234)
+    charged(key, requests=3, tokens=1234)
 
     listed = alice_client.get("/api/keys/").json()[0]
     detail = alice_client.get(f"/api/keys/{key.pk}/").json()
@@ -222,7 +227,7 @@ def test_listing_shows_the_money_spent_against_the_budget(alice_client, alice, m
     plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
     key, _ = make_key(alice, plan)
     # $0.42 and one pico-unit: exact to the last digit, never a float's approximation.
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, spent=420_000_000_001)
+    charged(key, requests=3, spent=420_000_000_001)
 
     listed = alice_client.get("/api/keys/").json()[0]
     detail = alice_client.get(f"/api/keys/{key.pk}/").json()
@@ -243,7 +248,7 @@ def test_money_spent_counts_only_the_current_window(alice_client, alice, make_pl
 
 def test_a_key_without_a_money_budget_still_says_what_it_spent(alice_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, spent=4_200_000_000)
+    charged(key, requests=2, spent=4_200_000_000)
 
     listed = alice_client.get("/api/keys/").json()[0]
 
@@ -292,8 +297,12 @@ def test_rotate_gives_a_new_secret_and_the_old_one_stops_working(alice_client, a
 
 def test_a_revoked_key_cannot_be_rotated(alice_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    alice_client.delete(f"/api/keys/{key.pk}/")
-    assert alice_client.post(f"/api/keys/{key.pk}/rotate").status_code == HTTPStatus.CONFLICT
+    assert alice_client.delete(f"/api/keys/{key.pk}/").status_code == HTTPStatus.NO_CONTENT
+    revoked = ApiKey.objects.get().digest
+    response = alice_client.post(f"/api/keys/{key.pk}/rotate")
+    assert response.status_code == HTTPStatus.CONFLICT
+    assert response.json() == {"message": "A revoked key cannot be rotated; create a new one."}
+    assert [(k.status, k.digest) for k in ApiKey.objects.all()] == [(ApiKey.Status.REVOKED, revoked)]
 
 
 def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
@@ -316,7 +325,9 @@ def test_usage_is_daily_oldest_first(alice_client, alice, plan10, make_key):
 @pytest.mark.parametrize("days", ["0", "-1", "abc", "100000"])
 def test_usage_refuses_bad_day_counts(alice_client, alice, plan10, make_key, days):
     key, _ = make_key(alice, plan10)
-    assert alice_client.get(f"/api/keys/{key.pk}/usage?days={days}").status_code == HTTPStatus.BAD_REQUEST
+    response = alice_client.get(f"/api/keys/{key.pk}/usage?days={days}")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert list(response.json()) == ["days"]
 
 
 def test_key_creation_is_rate_limited_per_user(alice_client, settings):

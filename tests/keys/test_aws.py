@@ -323,7 +323,9 @@ def test_api_gateway_refusing_usage_is_a_bad_gateway(apigw, alice_client, alice,
     create(alice_client, "Gold")
     key = ApiKey.objects.get(owner=alice)
     stand_ins["GetUsage"] = refusal("GetUsage")
-    assert alice_client.get(f"/api/keys/{key.pk}/usage").status_code == HTTPStatus.BAD_GATEWAY
+    response = alice_client.get(f"/api/keys/{key.pk}/usage")
+    assert response.status_code == HTTPStatus.BAD_GATEWAY
+    assert "key backend is unavailable" in response.json()["message"]
 
 
 def test_reading_plans_writes_no_rows_and_asks_api_gateway_nothing(apigw, gold, stand_ins):

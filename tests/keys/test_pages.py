@@ -5,8 +5,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from keys.models import ApiKey, Usage
+from keys.models import ApiKey
 from proxy.models import LanguageModel
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
 
@@ -74,14 +75,9 @@ def test_revoke_and_rotate_only_take_post(alice_client, alice, plan10, make_key)
 @pytest.fixture
 def metered(make_plan):
     """A plan with a token budget that grants two models."""
-    plan = make_plan("Metered", quota=100, token_quota=50000)
-    plan.models.set(
-        [
-            LanguageModel.objects.create(name="fast", base_url="http://127.0.0.1:9000/v1"),
-            LanguageModel.objects.create(name="backup", base_url="https://llm.example.com/v1"),
-        ]
-    )
-    return plan
+    fast = LanguageModel.objects.create(name="fast", base_url="http://127.0.0.1:9000/v1")
+    backup = LanguageModel.objects.create(name="backup", base_url="https://llm.example.com/v1")
+    return make_plan("Metered", quota=100, token_quota=50000, models=[fast, backup])
 
 
 def test_the_plan_picker_shows_each_plans_token_budget_and_models(alice_client, plan10, metered):
@@ -119,7 +115,7 @@ def test_the_keys_page_reads_the_plans_models_in_one_query_however_many_plans(al
 @pytest.mark.parametrize("path", ["/", "/keys/", "/chat/"])
 def test_a_key_with_a_token_budget_shows_its_use_beside_the_request_quota(alice_client, alice, metered, make_key, path):
     key, _ = make_key(alice, metered)
-    Usage.objects.create(key=key, window_start=metered.window(key.created)[0], requests=7, tokens=41234)
+    charged(key, requests=7, tokens=41234)
 
     page = alice_client.get(path).content.decode()
 
@@ -130,9 +126,8 @@ def test_a_key_with_a_token_budget_shows_its_use_beside_the_request_quota(alice_
 
 
 @pytest.mark.parametrize("path", ["/", "/keys/", "/chat/"])
-def test_a_key_without_a_token_budget_shows_no_token_bar(alice_client, alice, plan10, make_key, path):
-    key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=3, tokens=900)
+def test_a_key_without_a_token_budget_shows_no_token_bar(alice_client, alices_key, path):
+    charged(alices_key, requests=3, tokens=900)
 
     page = alice_client.get(path).content.decode()
 
@@ -143,7 +138,7 @@ def test_a_key_without_a_token_budget_shows_no_token_bar(alice_client, alice, pl
 
 def test_a_spent_token_budget_shows_a_full_bar(alice_client, alice, metered, make_key):
     key, _ = make_key(alice, metered)
-    Usage.objects.create(key=key, window_start=metered.window(key.created)[0], requests=1, tokens=50000)
+    charged(key, requests=1, tokens=50000)
 
     page = alice_client.get("/keys/").content.decode()
 
@@ -154,19 +149,10 @@ def test_a_spent_token_budget_shows_a_full_bar(alice_client, alice, metered, mak
 @pytest.fixture
 def paid(make_plan):
     """A plan with a money budget that grants a priced model and a free one."""
-    plan = make_plan("Paid", quota=1000, budget=Decimal("5.00"))
-    plan.models.set(
-        [
-            LanguageModel.objects.create(
-                name="fast",
-                base_url="http://127.0.0.1:9000/v1",
-                input_price=Decimal("0.15"),
-                output_price=Decimal("0.60"),
-            ),
-            LanguageModel.objects.create(name="local", base_url="http://127.0.0.1:9001/v1"),
-        ]
-    )
-    return plan
+    prices = {"input_price": Decimal("0.15"), "output_price": Decimal("0.60")}
+    fast = LanguageModel.objects.create(name="fast", base_url="http://127.0.0.1:9000/v1", **prices)
+    local = LanguageModel.objects.create(name="local", base_url="http://127.0.0.1:9001/v1")
+    return make_plan("Paid", quota=1000, budget=Decimal("5.00"), models=[fast, local])
 
 
 def test_the_plan_picker_shows_each_plans_money_budget_and_its_models_prices(alice_client, plan10, paid):
@@ -186,7 +172,7 @@ def test_a_plan_with_both_budgets_names_both(alice_client, make_plan):
 
 def test_each_key_shows_its_plans_prices_and_its_spend(alice_client, alice, paid, make_key):
     key, _ = make_key(alice, paid)
-    Usage.objects.create(key=key, window_start=paid.window(key.created)[0], requests=5, spent=42 * 10**10)
+    charged(key, requests=5, spent=42 * 10**10)
 
     page = alice_client.get("/keys/").content.decode()
 
@@ -200,9 +186,11 @@ def test_each_key_shows_its_plans_prices_and_its_spend(alice_client, alice, paid
 def test_the_chat_page_keeps_to_requests_and_tokens(alice_client, alice, paid, make_key):
     # Its usage box is refreshed by chat.js after each message, which knows requests and tokens only.
     key, _ = make_key(alice, paid)
-    Usage.objects.create(key=key, window_start=paid.window(key.created)[0], requests=5, spent=42 * 10**10)
+    charged(key, requests=5, spent=42 * 10**10)
 
-    assert "data-spent" not in alice_client.get("/chat/").content.decode()
+    page = alice_client.get("/chat/").content.decode()
+    assert f'data-for-key="{key.pk}"' in page and "<strong data-used>5</strong> of 1000 used" in page
+    assert "data-spent" not in page
 
 
 def test_the_keys_page_lists_every_active_models_prices_for_plans_that_grant_them_all(alice_client, paid):

@@ -20,7 +20,7 @@ from django.db import connection
 
 from activity.models import RequestLog
 from keys.models import Usage
-from tests.servers import served
+from loopback.servers import served
 
 pytestmark = [
     pytest.mark.live,

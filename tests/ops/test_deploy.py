@@ -1,6 +1,7 @@
-"""Issue 14, deploy/: the nginx site and the systemd unit as shipped, with two Tollgate instances
-behind one nginx sharing PostgreSQL and Redis (in the PostgreSQL + Redis pass; the checks of the
-unit files alone run in both passes).
+"""Issue 14, deploy/: the nginx site and the systemd unit as shipped, with Tollgate behind nginx.
+What one instance shows (streams unbuffered, the 413 split, whose X-Forwarded-For is trusted) runs
+in both passes, against one instance on the embedded SQLite; what takes several (an exact quota
+across them, one killed mid-load) needs two sharing PostgreSQL and Redis, in that pass.
 
 The instances run the unit's own ExecStart (its checkout path swapped for this one); nginx runs
 deploy/nginx/tollgate.conf with only its listen port and upstream ports swapped. The test client
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -34,7 +35,8 @@ from django.db import connection
 from activity.models import RequestLog
 from keys import tokens
 from keys.models import AuthFailure, Usage
-from tests.servers import ROOT, database_url_for_servers, free_port, run_log, wait_for_port
+from loopback.servers import ROOT, database_url_for_servers, free_port, run_log, wait_for_port
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -217,6 +219,11 @@ def start_nginx(directory: Path, upstream_ports: list[int]) -> tuple[subprocess.
     return process, port
 
 
+def shared_stores() -> bool:
+    """Whether instances can share their stores: PostgreSQL and Redis, as several need."""
+    return connection.vendor == "postgresql" and bool(os.environ.get("REDIS_URL"))
+
+
 @contextmanager
 def behind_nginx(
     directory: Path, *, upstream_url: str, behind_proxy: bool, instances: int = 2, workers: int = 2
@@ -224,8 +231,8 @@ def behind_nginx(
     """nginx in front of two upstreams: two instances, or one listed twice."""
     if NGINX is None:
         pytest.skip("nginx is not installed (`make nginx` installs Debian's)")
-    if connection.vendor != "postgresql" or not os.environ.get("REDIS_URL"):
-        pytest.skip("several instances share PostgreSQL and Redis: runs in the PostgreSQL + Redis pass")
+    if (instances > 1 or workers > 1) and not shared_stores():
+        pytest.skip("several processes share PostgreSQL and Redis: runs in the PostgreSQL + Redis pass")
     directory.mkdir(parents=True, exist_ok=True)
     running: list[Instance] = []
     with ExitStack() as cleanup:
@@ -260,9 +267,12 @@ def stop(instances: list[Instance]) -> None:
 
 @pytest.fixture(scope="module")
 def behind_proxy(django_db_setup, standin, tmp_path_factory):
-    """Two instances of two workers each, with DJANGO_BEHIND_PROXY=1, behind nginx."""
+    """Tollgate with DJANGO_BEHIND_PROXY=1 behind nginx: two instances of two workers each where
+    they can share PostgreSQL and Redis, else one of one worker on the embedded SQLite (one
+    process: the local-memory cache is not shared)."""
     directory = tmp_path_factory.mktemp("behind-proxy")
-    with behind_nginx(directory, upstream_url=standin.url, behind_proxy=True) as stack:
+    size = {"instances": 2, "workers": 2} if shared_stores() else {"instances": 1, "workers": 1}
+    with behind_nginx(directory, upstream_url=standin.url, behind_proxy=True, **size) as stack:
         yield stack
 
 
@@ -282,6 +292,16 @@ def stack(behind_proxy, standin, request, capsys):
     with logs_on_failure(request, capsys, behind_proxy):
         yield behind_proxy
     standin.reset()
+
+
+@pytest.fixture
+def two_instances(request) -> Stack:
+    """`stack`, for a test of what several instances do: in the PostgreSQL + Redis pass only."""
+    if not shared_stores():
+        pytest.skip("several instances share PostgreSQL and Redis: runs in the PostgreSQL + Redis pass")
+    stack = request.getfixturevalue("stack")
+    assert len(stack.instances) == 2
+    return stack
 
 
 def client(stack: Stack, *, connections: int = 10, timeout: float = 60) -> httpx.Client:
@@ -316,21 +336,12 @@ async def race(
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    """For what the instances' ledgers write in batches (every second)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.mark.live
-def test_1000_racing_requests_through_nginx_admit_exactly_the_quota(stack, standin, alice, make_plan, make_key):
+def test_1000_racing_requests_through_nginx_admit_exactly_the_quota(two_instances, standin, alice, make_plan, make_key):
+    stack = two_instances
     key, secret = make_key(alice, make_plan(quota=30))
     statuses = asyncio.run(race(stack, "/query", headers={"x-api-key": secret}, count=1000, concurrency=100))
     assert (statuses.count(HTTPStatus.OK), statuses.count(HTTPStatus.TOO_MANY_REQUESTS)) == (30, 970)
@@ -403,12 +414,15 @@ def test_behind_the_proxy_tollgate_records_the_address_nginx_saw(stack, alice, m
 
 
 @pytest.mark.live
-def test_killing_an_instance_mid_load_loses_no_count_and_counts_none_twice(stack, standin, alice, make_plan, make_key):
+def test_killing_an_instance_mid_load_loses_no_count_and_counts_none_twice(
+    two_instances, standin, alice, make_plan, make_key
+):
     """300 requests racing for a quota of 200, each held by the model for half a second after its
     admission; one instance is killed outright while its share are held. Those answer 502 (nginx
     must not resend an admitted GET /query to the other instance: it would count twice), the
     other instance serves the rest, and the server's count lies between the answers the clients
     got and those plus the ones cut."""
+    stack = two_instances
     key, secret = make_key(alice, make_plan(quota=200))
     standin.mode, standin.stall = "stall", 0.5
     statuses: list[int] = []

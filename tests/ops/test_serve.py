@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from activity.models import RequestLog
-from keys.models import Usage
-from tests.servers import ROOT, free_port, json_body, served
+from loopback.servers import ROOT, free_port, served
+from tests.metering import json_body, usage
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.live
 
@@ -124,8 +125,7 @@ def test_sigterm_lets_every_stream_finish_and_refuses_new_connections(tmp_path, 
     assert [(r.status, r.outcome, r.prompt_tokens, r.completion_tokens, r.estimated) for r in rows] == [
         (HTTPStatus.OK, "ok", 7, 5, False)
     ] * 20
-    usage = Usage.objects.get(key=key)
-    assert (usage.requests, usage.tokens) == (20, 20 * 12)
+    assert usage(key) == (20, 20 * 12, 0)
 
 
 async def cut_by_shutdown(server: subprocess.Popen, secret: str) -> tuple[Stream, float]:
@@ -156,8 +156,6 @@ def test_a_stream_cut_when_the_grace_runs_out_is_settled_like_a_client_that_left
     row = RequestLog.objects.get(key=key)
     assert (row.outcome, row.estimated) == ("client_gone", True)
     assert row.completion_tokens >= 1 and 1 <= row.total_tokens <= RESERVATION
-    assert Usage.objects.get(key=key).tokens == row.total_tokens
+    assert usage(key).tokens == row.total_tokens
     # The stand-in goes on sending to no one; it is done before the next test uses it.
-    deadline = time.monotonic() + 5
-    while len(standin.sent_at) < len(standin.chunks) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(standin.sent_at) >= len(standin.chunks), timeout=5)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from activity.models import RequestLog
 from keys.models import Usage
+from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +40,7 @@ def window_start(key) -> datetime:
 
 def test_the_dashboard_shows_todays_use_and_the_chart(alice_client, alice, plan10, make_key):
     key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=7)
+    charged(key, requests=7)
     page = alice_client.get("/").content.decode()
     assert "of 10 used, resets in" in page
     assert "<strong data-used>7</strong>" in page
@@ -165,7 +166,7 @@ def test_this_window_by_model_has_an_empty_state(alice_client, alice, plan10, ma
 def test_a_key_with_a_money_budget_shows_its_spend_against_it(alice_client, alice, make_plan, make_key):
     plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
     key, _ = make_key(alice, plan)
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=3, spent=42 * CENT)
+    charged(key, requests=3, spent=42 * CENT)
 
     page = alice_client.get("/").content.decode()
 
@@ -191,9 +192,8 @@ def test_a_nearly_spent_budget_warns_and_a_spent_one_is_full(alice_client, alice
     assert '<span class="fill full" data-width="100">' in page
 
 
-def test_a_key_without_a_money_budget_shows_what_it_spent_without_a_bar(alice_client, alice, plan10, make_key):
-    key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, spent=4_200_000_000)
+def test_a_key_without_a_money_budget_shows_what_it_spent_without_a_bar(alice_client, alices_key):
+    charged(alices_key, requests=2, spent=4_200_000_000)
 
     page = alice_client.get("/").content.decode()
 
@@ -201,12 +201,12 @@ def test_a_key_without_a_money_budget_shows_what_it_spent_without_a_bar(alice_cl
     assert 'data-measure="money"' not in page
 
 
-def test_a_key_that_spent_nothing_on_free_models_says_nothing_of_money(alice_client, alice, plan10, make_key):
-    key, _ = make_key(alice, plan10)
-    Usage.objects.create(key=key, window_start=plan10.window(key.created)[0], requests=2, tokens=50)
+def test_a_key_that_spent_nothing_on_free_models_says_nothing_of_money(alice_client, alices_key):
+    charged(alices_key, requests=2, tokens=50)
 
     page = alice_client.get("/").content.decode()
 
+    assert "<strong data-used>2</strong> of 10 used" in page
     assert "data-spent" not in page
     assert " spent" not in page
 
@@ -215,7 +215,7 @@ def test_money_is_shown_in_the_configured_currency(alice_client, alice, make_pla
     settings.CURRENCY = "EUR"
     plan = make_plan("Paid", quota=100, budget=Decimal("5.00"))
     key, _ = make_key(alice, plan)
-    Usage.objects.create(key=key, window_start=plan.window(key.created)[0], requests=1, spent=DOLLAR)
+    charged(key, requests=1, spent=DOLLAR)
     log(key, at=window_start(key), cost=DOLLAR)
 
     page = alice_client.get("/").content.decode()

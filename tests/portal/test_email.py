@@ -15,9 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.utils.html import escape
 
+from loopback.servers import free_port
 from portal.account_adapter import MAIL_FAILED
 from tests.conftest import FROM_EMAIL, PASSWORD, SITE_URL
-from tests.servers import free_port
 
 NEW_PASSWORD = "a brand new passphrase 7"
 LINK = re.compile(r"https?://\S+")
@@ -97,11 +97,11 @@ def test_a_used_password_reset_link_does_not_work_again(mail_live, smtp, alice):
 # In-process from here: the mail server is configured per test through the settings fixture.
 
 
-def mail_server_at(settings, port: int, timeout: int = 10) -> None:
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-    settings.EMAIL_USE_TLS, settings.EMAIL_TIMEOUT = False, timeout
+@pytest.fixture
+def mail_server_at(mail_over_smtp, settings):
+    """Mail over SMTP to a port on loopback, and sign-up sending a verification, as in production."""
     settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    return mail_over_smtp
 
 
 def sign_up(client, email: str = "dave@example.com"):
@@ -132,8 +132,8 @@ def test_links_in_emails_use_SITE_URL_whatever_host_the_request_came_to(client, 
 
 
 @pytest.mark.django_db
-def test_signup_with_the_mail_server_down_says_so_and_signing_in_sends_it_once_it_is_up(client, settings, smtp):
-    mail_server_at(settings, free_port())  # nothing listens there: connection refused
+def test_signup_with_the_mail_server_down_says_so_and_signing_in_sends_it_once_it_is_up(client, mail_server_at, smtp):
+    mail_server_at(free_port())  # nothing listens there: connection refused
     response = sign_up(client, "erin@example.com")
     assert response.status_code == HTTPStatus.OK
     assert response.redirect_chain[-1][0] == "/accounts/confirm-email/"
@@ -144,7 +144,7 @@ def test_signup_with_the_mail_server_down_says_so_and_signing_in_sends_it_once_i
     address = EmailAddress.objects.get(email="erin@example.com")
     assert address.user.check_password(PASSWORD) and not address.verified
 
-    mail_server_at(settings, smtp.port)
+    mail_server_at(smtp.port)
     response = client.post("/accounts/login/", {"login": "erin@example.com", "password": PASSWORD}, follow=True)
     assert response.redirect_chain[-1][0] == "/accounts/confirm-email/"
     assert escape(MAIL_FAILED) not in response.content.decode()
@@ -156,9 +156,9 @@ def test_signup_with_the_mail_server_down_says_so_and_signing_in_sends_it_once_i
 @pytest.mark.django_db
 @pytest.mark.parametrize("email", ["alice@example.com", "nobody@example.com"])
 def test_password_reset_with_the_mail_server_down_says_so_for_known_and_unknown_addresses(
-    client, settings, alice, email
+    client, mail_server_at, alice, email
 ):
-    mail_server_at(settings, free_port())
+    mail_server_at(free_port())
     response = client.post("/accounts/password/reset/", {"email": email}, follow=True)
     assert response.status_code == HTTPStatus.OK
     assert response.redirect_chain[-1][0] == "/accounts/password/reset/done/"
@@ -169,13 +169,13 @@ def test_password_reset_with_the_mail_server_down_says_so_for_known_and_unknown_
 
 
 @pytest.mark.django_db
-def test_a_mail_server_that_never_answers_holds_the_page_for_EMAIL_TIMEOUT_only(client, settings):
+def test_a_mail_server_that_never_answers_holds_the_page_for_EMAIL_TIMEOUT_only(client, mail_server_at):
     # It takes the connection and never greets. If EMAIL_TIMEOUT did not apply, the send would
     # wait until the listener is closed after 15 s, and the time check below would fail.
     hung = socket.create_server(("127.0.0.1", 0))
     closer = threading.Timer(15, hung.close)
     closer.start()
-    mail_server_at(settings, hung.getsockname()[1], timeout=1)
+    mail_server_at(hung.getsockname()[1], timeout=1)
     try:
         started = time.monotonic()
         response = sign_up(client)

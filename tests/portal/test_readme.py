@@ -9,14 +9,14 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pexpect
 import pytest
 
-from tests.servers import ROOT, free_port, wait_for_port
+from loopback.servers import ROOT, free_port, wait_for_port
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.live
 
@@ -117,9 +117,8 @@ def test_the_readme_tool_call_and_responses_examples_run_as_written(live, standi
     LanguageModel.objects.create(name="fast", base_url=standin.url + "/v1")
     _key, secret = make_key(alice, make_plan(quota=100))
     client = openai.OpenAI(base_url=f"{live}/v1", api_key=secret)
-    deadline = time.monotonic() + 10  # the server's catalog takes a new model within 5 s
-    while "fast" not in [m.id for m in client.models.list()] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # The server's catalog takes a new model within 5 s.
+    assert wait_until(lambda: "fast" in [m.id for m in client.models.list()])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(readme_python("tools = ["), {"client": client})  # noqa: S102 - the README's own code

@@ -6,7 +6,6 @@ tokens) as OpenAI does, or reports nothing.
 
 import json
 import socket
-import time
 from http import HTTPStatus
 
 import anyio
@@ -14,17 +13,16 @@ import httpx
 import pytest
 
 from activity.models import RequestLog
-from keys.models import Usage
 from proxy.budget import DEFAULT_OUTPUT_BOUND, TokenCount, charge, estimate, output_bound
-from tests.asgi import fetch, portal, settle
+from tests.asgi import HELLO, complete, fetch, portal, settle
+from tests.metering import usage
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [{"role": "user", "content": "Hello there"}]
-
 
 def body_of(**payload) -> dict:
-    return {"model": "demo", "messages": MESSAGES, **payload}
+    return {"model": "demo", "messages": HELLO, **payload}
 
 
 def prompt_of(**payload) -> int:
@@ -73,17 +71,6 @@ def budget_key(alice, make_plan, make_key, upstream):
     return make
 
 
-def complete(secret: str, **payload):
-    return fetch(
-        "post", "/v1/chat/completions", data=json.dumps(body_of(**payload)), content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
-
-
-def tokens_charged(key) -> int:
-    return Usage.objects.get(key=key).tokens
-
-
 def sse_events(response) -> list[dict]:
     return [json.loads(e[6:]) for e in response.text.split("\n\n") if e.startswith("data: {")]
 
@@ -96,9 +83,9 @@ def test_a_completion_reserves_then_is_settled_at_the_reported_usage(budget_key,
     assert response["x-ratelimit-limit-tokens"] == "1000"
     assert response["x-ratelimit-remaining-tokens"] == "988"  # after settling 7 + 5
     assert "x-max-tokens-capped" not in response.headers
-    assert tokens_charged(key) == PROMPT + 50  # the reservation, until the ledger writes
+    assert usage(key).tokens == PROMPT + 50  # the reservation, until the ledger writes
     settle()
-    assert tokens_charged(key) == 12
+    assert usage(key).tokens == 12
     row = RequestLog.objects.get()
     assert (row.key_id, row.model, row.status, row.outcome) == (key.pk, "demo", 200, "ok")
     assert (row.prompt_tokens, row.completion_tokens, row.estimated) == (7, 5, False)
@@ -119,7 +106,7 @@ def test_a_stream_asks_upstream_for_usage_and_passes_it_on_only_when_asked(budge
     reserved = prompt_of(stream=True, stream_options={"include_usage": True}) + DEFAULT_OUTPUT_BOUND
     assert asked["x-ratelimit-remaining-tokens"] == str(10_000 - 12 - reserved)
     settle()
-    assert tokens_charged(key) == 24
+    assert usage(key).tokens == 24
     assert list(RequestLog.objects.values_list("completion_tokens", "estimated")) == [(5, False), (5, False)]
 
 
@@ -148,7 +135,7 @@ def test_a_request_the_budget_cannot_cover_is_429_saying_how_many_tokens_are_lef
     assert response["x-ratelimit-remaining-requests"] == "99"
     assert int(response["Retry-After"]) >= 1
     assert upstream.calls == 1
-    assert Usage.objects.get(key=key).requests == 1  # the refused request was not counted
+    assert usage(key).requests == 1  # the refused request was not counted
     # Lowering max_tokens to what is left gets through.
     assert complete(secret, max_tokens=88).status_code == HTTPStatus.OK
     settle()
@@ -178,15 +165,14 @@ def test_without_a_usage_report_an_estimate_is_charged_and_marked(budget_key, up
     settle()
     rows = list(RequestLog.objects.all())
     assert all(r.estimated and r.completion_tokens >= 1 and r.total_tokens <= PROMPT + 100 for r in rows)
-    assert tokens_charged(key) == sum(r.total_tokens for r in rows)
+    assert usage(key).tokens == sum(r.total_tokens for r in rows)
 
 
 def test_when_every_model_fails_the_request_and_its_tokens_go_back(budget_key, upstream):
     upstream.mode = "error"
     key, secret = budget_key(token_quota=1000)
     assert complete(secret, max_tokens=50).status_code == HTTPStatus.BAD_GATEWAY
-    usage = Usage.objects.get(key=key)
-    assert (usage.requests, usage.tokens) == (0, 0)
+    assert usage(key) == (0, 0, 0)
     settle()
     row = RequestLog.objects.get()
     assert (row.status, row.outcome, row.total_tokens) == (502, "upstream_error", 0)
@@ -202,7 +188,7 @@ def test_an_upstream_that_breaks_mid_stream_is_charged_for_what_it_produced(budg
     row = RequestLog.objects.get()
     assert (row.outcome, row.estimated) == ("upstream_error", True)
     assert row.completion_tokens >= 1 and row.total_tokens <= PROMPT + 50
-    assert tokens_charged(key) == row.total_tokens
+    assert usage(key).tokens == row.total_tokens
 
 
 def test_a_request_cut_before_the_model_answers_is_given_back_and_logged(budget_key, upstream):
@@ -221,8 +207,7 @@ def test_a_request_cut_before_the_model_answers_is_given_back_and_logged(budget_
 
     portal().call(cut_while_waiting)
     settle()
-    usage = Usage.objects.get(key=key)
-    assert (usage.requests, usage.tokens) == (0, 0)
+    assert usage(key) == (0, 0, 0)
     row = RequestLog.objects.get()
     assert (row.status, row.outcome, row.total_tokens) == (499, "client_gone", 0)
 
@@ -237,7 +222,7 @@ def test_a_client_that_leaves_mid_stream_is_charged_for_what_was_produced(
 ):
     standin.gap, standin.usage = 0.3, (7, 5) if reports_usage else None
     key, secret = make_key(alice, make_plan(name="Metered", quota=100, token_quota=1000))
-    body = json.dumps({"model": "demo", "stream": True, "max_tokens": 50, "messages": MESSAGES}).encode()
+    body = json.dumps({"model": "demo", "stream": True, "max_tokens": 50, "messages": HELLO}).encode()
     host, port = live.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as client:
         client.sendall(
@@ -247,16 +232,8 @@ def test_a_client_that_leaves_mid_stream_is_charged_for_what_was_produced(
         )
         assert b" 200 " in client.recv(65536)[:20]  # the headers and the first chunk
     # The client is gone; the stand-in had more to say.
-    row = wait_for_row()
+    assert wait_until(RequestLog.objects.exists), "no request-log row was written"
+    row = RequestLog.objects.get()
     assert (row.outcome, row.estimated) == ("client_gone", True)
     assert row.completion_tokens >= 1 and row.total_tokens <= PROMPT + 50
-    assert Usage.objects.get(key=key).tokens == row.total_tokens
-
-
-def wait_for_row(timeout: float = 10.0) -> RequestLog:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if row := RequestLog.objects.first():
-            return row
-        time.sleep(0.1)
-    raise AssertionError("no request-log row was written")
+    assert usage(key).tokens == row.total_tokens

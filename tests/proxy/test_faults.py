@@ -2,15 +2,17 @@
 
 import asyncio
 import socket
-import time
 from http import HTTPStatus
 
 import httpx
 import pytest
 from django.db import connection
 
-from keys.models import Usage
-from tests.servers import TcpProxy, database_url_for_servers, fire_async, tollgate_server
+from loopback.servers import database_url_for_servers, tollgate_server
+from loopback.tcp_proxy import TcpProxy
+from tests.metering import usage
+from tests.polling import wait_until
+from tests.races import fire_async
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -52,12 +54,11 @@ def test_postgres_stopped_mid_load_fails_closed_and_recovers(standin, alice, mak
             assert httpx.get(f"{base}/healthz", timeout=30).status_code == HTTPStatus.SERVICE_UNAVAILABLE
 
             proxy.restore()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # both workers find the database again by themselves
-                statuses = asyncio.run(fire_async(f"{base}/query", headers={"x-api-key": secret}, count=10))
-                if set(statuses) == {HTTPStatus.OK}:
-                    break
-                time.sleep(0.5)
+
+            def answered() -> set[int]:
+                return set(asyncio.run(fire_async(f"{base}/query", headers={"x-api-key": secret}, count=10)))
+
+            wait_until(lambda: answered() == {HTTPStatus.OK}, timeout=30)  # each worker finds it by itself
             assert set(asyncio.run(fire_async(f"{base}/query", headers={"x-api-key": secret}, count=30))) == {200}
     finally:
         proxy.close()
@@ -83,4 +84,4 @@ def test_redis_stopped_lets_throttles_degrade_but_the_quota_stays_exact(standin,
             assert health.json()["failing"] == ["cache"]
     finally:
         proxy.close()
-    assert Usage.objects.get(key=key).requests == 20
+    assert usage(key).requests == 20

@@ -2,13 +2,12 @@
 their fields never cause a 5xx, a refused one counts nothing and reaches no model, and another
 key's requests, interleaved with them, are all served.
 
-The stand-in model refuses what OpenAI refuses (tests/servers.py), so a hostile value that got
+The stand-in model refuses what OpenAI refuses (loopback/standin.py), so a hostile value that got
 past Tollgate's checks shows up there, and as a 502 here.
 """
 
 import json
 import math
-import time
 from http import HTTPStatus
 
 import httpx
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keys.models import Usage
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -141,11 +141,9 @@ def ledger_of(key) -> tuple[int, int, int]:
     return row or (0, 0, 0)
 
 
-def wait_until_settled(key, answered: int, timeout: float = 15.0) -> tuple[int, int, int]:
-    deadline = time.monotonic() + timeout
-    while (counts := ledger_of(key))[2] < answered and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return counts
+def wait_until_settled(key, answered: int) -> tuple[int, int, int]:
+    wait_until(lambda: ledger_of(key)[2] >= answered, timeout=15)
+    return ledger_of(key)
 
 
 class Session:

@@ -2,43 +2,24 @@
 documented range answers 400 naming its field, before anything is counted or sent upstream; a
 value on the bound goes upstream as it came.
 
-Against the stand-in model, which refuses what OpenAI refuses on its own (tests/servers.py), so a
+Against the stand-in model, which refuses what OpenAI refuses on its own (loopback/standin.py), so a
 value that slipped past Tollgate's checks shows up there as a rejection.
 """
 
-import json
 from http import HTTPStatus
 
 import httpx
 import pytest
 
-from keys.models import Usage
-from tests.asgi import fetch, settle
+from tests.asgi import HELLO, complete, query, settle
+from tests.metering import usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [{"role": "user", "content": "Hello there"}]
 INT32_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TOO_MANY_BIASES = {str(token): 1 for token in range(301)}
 EDGE_BIASES = {str(token): 100 if token % 2 else -100 for token in range(300)}
-
-
-def complete(secret: str, *, raw: bytes | None = None, **fields):
-    data = raw if raw is not None else json.dumps({"model": "demo", "messages": MESSAGES, **fields})
-    return fetch(
-        "post", "/v1/chat/completions", data=data, content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
-
-
-def query(secret: str, **params):
-    return fetch("get", "/query", data=params, headers={"x-api-key": secret})
-
-
-def usage(key) -> tuple[int, int]:
-    """The key's (requests, tokens) in its Usage row; (0, 0) before it has one."""
-    return Usage.objects.filter(key=key).values_list("requests", "tokens").first() or (0, 0)
 
 
 def bound_sent(body: dict) -> tuple[str, int]:
@@ -60,7 +41,7 @@ def metered(alice, make_plan, make_key, upstream):
     key, secret = make_key(alice, make_plan(name="Metered", quota=1000, token_quota=10**9))
     assert complete(secret).status_code == HTTPStatus.OK
     settle()
-    assert usage(key) == (1, 12)  # the stand-in reports 7 + 5 tokens
+    assert usage(key) == (1, 12, 0)  # the stand-in reports 7 + 5 tokens
     return key, secret
 
 
@@ -151,7 +132,7 @@ def test_a_value_out_of_range_is_400_naming_the_field_and_counts_nothing(metered
     error = response.json()["error"]
     assert (error["type"], error["param"]) == ("invalid_request_error", field)
     settle()
-    assert usage(key) == (1, 12)
+    assert usage(key) == (1, 12, 0)
     assert upstream.calls == calls
 
 
@@ -166,7 +147,7 @@ def test_a_streamed_request_out_of_range_is_refused_before_any_stream(metered, u
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["error"]["param"] == field
     settle()
-    assert usage(key) == (1, 12)
+    assert usage(key) == (1, 12, 0)
     assert upstream.calls == calls
 
 
@@ -187,12 +168,12 @@ def test_a_streamed_request_out_of_range_is_refused_before_any_stream(metered, u
 def test_numbers_json_cannot_hold_are_invalid_json_and_count_nothing(metered, upstream, raw):
     key, secret = metered
     calls = upstream.calls
-    response = complete(secret, raw=raw)
+    response = complete(secret, raw)
     assert response.status_code == HTTPStatus.BAD_REQUEST
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_json")
     settle()
-    assert usage(key) == (1, 12)
+    assert usage(key) == (1, 12, 0)
     assert upstream.calls == calls
 
 
@@ -232,7 +213,7 @@ def test_a_value_on_the_bound_reaches_the_upstream_as_sent(open_key, upstream, f
     sent = upstream.bodies[-1]
     assert sent[field] == value and type(sent[field]) is type(value)
     assert upstream.rejected == []
-    assert usage(key)[0] == 1
+    assert usage(key).requests == 1
 
 
 @pytest.mark.parametrize("value", [1, INT32_MAX])
@@ -262,7 +243,7 @@ def test_the_largest_answer_bound_times_eight_choices_is_a_budget_429_not_an_ove
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.json()["error"]["type"] == "tokens"
     settle()
-    assert usage(key) == (1, 12)
+    assert usage(key) == (1, 12, 0)
     assert upstream.calls == 1
 
 
@@ -272,7 +253,7 @@ def test_the_stand_in_refuses_what_openai_refuses(upstream):
     hostile += [("stop", list("abcde")), ("logit_bias", {"x": 1}), ("logit_bias", TOO_MANY_BIASES)]
     hostile += [("stream_options", {"include_usage": True})]  # without `stream`
     for field, value in hostile:
-        body = {"model": "demo", "messages": MESSAGES, field: value}
+        body = {"model": "demo", "messages": HELLO, field: value}
         response = httpx.post(f"{upstream.url}/v1/chat/completions", json=body)
         assert response.status_code == HTTPStatus.BAD_REQUEST
         assert response.json()["error"]["param"] == field
@@ -302,7 +283,7 @@ def test_query_parameters_out_of_bounds_are_400_and_count_nothing(metered, upstr
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.json()["message"]
     settle()
-    assert usage(key) == (1, 12)
+    assert usage(key) == (1, 12, 0)
     assert upstream.calls == calls
 
 
@@ -314,7 +295,7 @@ def test_query_parameters_on_the_bound_are_served(open_key, upstream):
     assert upstream.bodies[-1]["messages"][-1]["content"] == "x" * 32_000
     # A model name within bounds that names no model is that model's 404, still not counted.
     assert query(secret, message="hi", model="m" * 100).status_code == HTTPStatus.NOT_FOUND
-    assert usage(key)[0] == 1
+    assert usage(key).requests == 1
     assert upstream.rejected == []
 
 
@@ -332,6 +313,6 @@ def test_a_refused_request_does_not_touch_the_next_request_of_another_key(alice,
     # ...and the refused key is no worse off for it either.
     assert complete(hostile, max_tokens=50).status_code == HTTPStatus.OK
     settle()
-    assert usage(other_key) == (1, 12)
-    assert usage(hostile_key) == (1, 12)
+    assert usage(other_key) == (1, 12, 0)
+    assert usage(hostile_key) == (1, 12, 0)
     assert upstream.calls == 2 and upstream.rejected == []

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from activity.models import RequestLog
-from tests.asgi import fetch, settle
-from tests.servers import tollgate_server
+from loopback.servers import tollgate_server
+from tests.asgi import complete, fetch, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,10 +35,7 @@ def test_each_request_writes_one_line_with_its_id_and_key_id_never_its_secret(
 ):
     key, secret = make_key(alice, make_plan(quota=5))
     caplog.set_level("INFO", logger="tollgate.requests")
-    answer = fetch(
-        "post", "/v1/chat/completions", data=json.dumps(PAYLOAD), content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}", "X-Request-Id": "client-chosen.id_1"},
-    )  # fmt: skip
+    answer = complete(secret, PAYLOAD, headers={"X-Request-Id": "client-chosen.id_1"})
     assert answer.status_code == HTTPStatus.OK and answer["x-request-id"] == "client-chosen.id_1"
     [line] = request_lines(caplog)
     assert vars(line).keys() >= FIELDS

@@ -15,11 +15,10 @@ from http import HTTPStatus
 import pytest
 
 from activity.models import RequestLog
-from keys.models import Usage
+from loopback.servers import tollgate_server
 from proxy.models import LanguageModel
-from tests.proxy.test_scale import wait_for_rows
+from tests.metering import json_body, request_log, usage
 from tests.races import UsageWatch, race
-from tests.servers import json_body, tollgate_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -96,7 +95,7 @@ def test_racing_requests_on_every_endpoint_are_metered_exactly_within_the_token_
     started = time.monotonic()
     with UsageWatch(key, "tokens") as watch:
         statuses = {rid: got.status for rid, got in asyncio.run(race(workers, secret, racing)).items()}
-        rows = {row.request_id: row for row in wait_for_rows(REQUESTS)}
+        rows = {row.request_id: row for row in request_log(REQUESTS)}
 
     assert set(statuses.values()) <= {HTTPStatus.OK, HTTPStatus.TOO_MANY_REQUESTS}, Counter(statuses.values())
     admitted = {request_id for request_id, status in statuses.items() if status == HTTPStatus.OK}
@@ -110,9 +109,9 @@ def test_racing_requests_on_every_endpoint_are_metered_exactly_within_the_token_
     assert refused <= {RequestLog.Outcome.LIMITED}
     assert not [row for request_id, row in rows.items() if request_id not in admitted and row.total_tokens]
 
-    usage = Usage.objects.get(key=key)
-    assert usage.requests == len(admitted)
-    assert usage.tokens == sum(row.total_tokens for row in rows.values()) <= budget
+    counters = usage(key)
+    assert counters.requests == len(admitted)
+    assert counters.tokens == sum(row.total_tokens for row in rows.values()) <= budget
     assert watch.most <= budget, f"{watch.most} tokens charged at one point, over the budget of {budget}"
 
     misbilled = [
@@ -137,5 +136,5 @@ def test_racing_requests_on_every_endpoint_are_metered_exactly_within_the_token_
     print(
         f"\n{len(admitted)} of {REQUESTS} admitted "
         f"({dict(Counter(by_id[r].endpoint for r in admitted))}), {len(cut)} of them cut, {len(estimated)} estimated; "
-        f"{usage.tokens} of {budget} tokens charged, at most {watch.most} seen; {time.monotonic() - started:.1f}s"
+        f"{counters.tokens} of {budget} tokens charged, at most {watch.most} seen; {time.monotonic() - started:.1f}s"
     )

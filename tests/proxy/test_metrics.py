@@ -2,7 +2,6 @@
 exact counts added up over two uvicorn workers in multiprocess mode."""
 
 import asyncio
-import json
 from collections import Counter
 from http import HTTPStatus
 from pathlib import Path
@@ -12,8 +11,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.asgi import fetch
-from tests.servers import fire_async, tollgate_server
+from loopback.servers import tollgate_server
+from tests.asgi import complete, fetch
+from tests.races import fire_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,10 +77,7 @@ def test_each_request_counts_once_with_the_tokens_the_model_reported(alice, make
         "ttfb": value("tollgate_upstream_ttfb_seconds_count", model="demo"),
     }
     for authorization, body in [(secret, PAYLOAD), (secret, PAYLOAD), ("tg_not-a-key", PAYLOAD), (secret, {})]:
-        fetch(
-            "post", "/v1/chat/completions", data=json.dumps(body), content_type="application/json",
-            headers={"Authorization": f"Bearer {authorization}"},
-        )  # fmt: skip
+        complete(authorization, body)
     assert value("tollgate_requests_total", model="demo", outcome="ok") - before["ok"] == 1
     assert value("tollgate_requests_total", model="", outcome="limited") - before["limited"] == 1
     assert value("tollgate_requests_total", model="", outcome="forbidden") - before["forbidden"] == 1

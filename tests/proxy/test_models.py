@@ -10,20 +10,12 @@ from http import HTTPStatus
 import openai
 import pytest
 
-from keys.models import Usage
+from loopback.servers import free_port, tollgate_server
 from proxy.models import Fallback, LanguageModel
-from tests.asgi import fetch
-from tests.servers import free_port, standin_upstream, tollgate_server
+from tests.asgi import HELLO, complete, fetch
+from tests.metering import usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-HELLO = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(scope="module")
-def second():
-    with standin_upstream() as app:
-        yield app
 
 
 @pytest.fixture
@@ -47,18 +39,6 @@ def granted(alice, make_plan, make_key, catalog):
     return make_key(alice, plan)
 
 
-def complete(secret: str, model: str, **extra):
-    body = {"model": model, "messages": HELLO, **extra}
-    return fetch(
-        "post", "/v1/chat/completions", data=body, content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
-
-
-def counted(key) -> int:
-    return sum(Usage.objects.filter(key=key).values_list("requests", flat=True))
-
-
 def test_v1_models_lists_what_the_keys_plan_grants(granted, bob, make_plan, make_key):
     _, secret = granted
     listed = fetch("get", "/v1/models", headers={"Authorization": f"Bearer {secret}"}).json()
@@ -70,21 +50,21 @@ def test_v1_models_lists_what_the_keys_plan_grants(granted, bob, make_plan, make
 
 def test_a_model_is_asked_for_by_name_and_sent_upstream_by_its_upstream_name(granted, standin):
     key, secret = granted
-    response = complete(secret, "fast")
+    response = complete(secret, model="fast")
     assert response.status_code == HTTPStatus.OK
     assert response.json()["model"] == "fast"
     assert response.json()["choices"][0]["message"]["content"] == standin.text
     assert standin.bodies[0]["model"] == "llama-fast"
-    assert counted(key) == 1
+    assert usage(key).requests == 1
 
 
 @pytest.mark.parametrize("model", ["extra", "nonexistent", "demo"])
 def test_a_model_outside_the_plan_is_404_and_not_counted(granted, standin, second, model):
     key, secret = granted
-    response = complete(secret, model)
+    response = complete(secret, model=model)
     assert response.status_code == HTTPStatus.NOT_FOUND
     assert response.json()["error"]["code"] == "model_not_found"
-    assert counted(key) == 0
+    assert usage(key).requests == 0
     assert standin.calls == second.calls == 0
 
 
@@ -92,8 +72,8 @@ def test_an_inactive_model_is_404(granted, catalog):
     key, secret = granted
     catalog["backup"].active = False
     catalog["backup"].save()
-    assert complete(secret, "backup").status_code == HTTPStatus.NOT_FOUND
-    assert counted(key) == 0
+    assert complete(secret, model="backup").status_code == HTTPStatus.NOT_FOUND
+    assert usage(key).requests == 0
 
 
 def test_query_takes_a_model_too(granted):
@@ -103,52 +83,52 @@ def test_query_takes_a_model_too(granted):
     response = fetch("get", "/query", data={"message": "hi", "model": "extra"}, headers={"x-api-key": secret})
     assert response.status_code == HTTPStatus.NOT_FOUND
     assert response.json() == {"message": "Model not found"}
-    assert counted(key) == 1
+    assert usage(key).requests == 1
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_a_failing_primary_is_answered_by_its_fallback_and_counted_once(granted, standin, second, status):
     key, secret = granted
     standin.mode, standin.error_status = "error", status
-    response = complete(secret, "fast")
+    response = complete(secret, model="fast")
     assert response.status_code == HTTPStatus.OK
     assert response.json()["model"] == "backup"
     assert response.json()["choices"][0]["message"]["content"] == "Backup answers."
     assert (standin.calls, second.calls) == (1, 1)
-    assert counted(key) == 1
+    assert usage(key).requests == 1
 
 
 def test_a_refused_connection_moves_on_to_the_fallback(granted, catalog, second):
     key, secret = granted
     catalog["fast"].base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     catalog["fast"].save()
-    response = complete(secret, "fast", stream=True)
+    response = complete(secret, model="fast", stream=True)
     assert response.status_code == HTTPStatus.OK
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
     assert {e["model"] for e in events} == {"backup"}
     assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == "Backup answers."
-    assert counted(key) == 1
+    assert usage(key).requests == 1
 
 
 def test_a_bad_request_upstream_is_not_retried_elsewhere_and_its_words_reach_the_client(granted, standin, second):
     key, secret = granted
     standin.mode, standin.error_status = "error", 400
-    response = complete(secret, "fast")
+    response = complete(secret, model="fast")
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert response.json() == {"error": {"message": "boom"}}  # the upstream's own error, as it came
     assert (standin.calls, second.calls) == (1, 0)
-    assert counted(key) == 0
+    assert usage(key).requests == 0
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_every_model_failing_is_502_with_nothing_counted(granted, standin, second, stream):
     key, secret = granted
     standin.mode = second.mode = "error"
-    response = complete(secret, "fast", stream=stream)
+    response = complete(secret, model="fast", stream=stream)
     assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert response.json()["error"]["code"] == "upstream_error"
     assert (standin.calls, second.calls) == (1, 1)
-    assert counted(key) == 0
+    assert usage(key).requests == 0
 
 
 @pytest.mark.live
@@ -173,4 +153,4 @@ def test_a_stream_through_a_fallback_arrives_chunk_by_chunk_and_the_sdk_picks_mo
         assert answer.model == "backup" and answer.choices[0].message.content == "One two three four"
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="extra", messages=HELLO)
-    assert counted(key) == 2
+    assert usage(key).requests == 2

@@ -9,28 +9,20 @@ import pytest
 
 from activity.models import RequestLog
 from keys import money
-from keys.models import Usage
 from proxy.models import Fallback, LanguageModel
-from tests.asgi import fetch, settle
+from tests.asgi import complete, settle
+from tests.metering import usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BODY = {"model": "priced", "max_tokens": 10, "messages": [{"role": "user", "content": "Hello there"}]}
-RAW = json.dumps(BODY)
-PROMPT = len(RAW.encode())  # the prompt's bound: the body's bytes
+PROMPT = len(json.dumps(BODY).encode())  # the prompt's bound: the body's bytes
 
 
 def priced(standin, name: str = "priced", *, input_price: str, output_price: str) -> LanguageModel:
     return LanguageModel.objects.create(
         name=name, base_url=standin.url + "/v1", input_price=Decimal(input_price), output_price=Decimal(output_price)
     )
-
-
-def complete(secret: str, raw: str = RAW):
-    return fetch(
-        "post", "/v1/chat/completions", data=raw, content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
 
 
 def test_money_units_are_exact():
@@ -50,12 +42,12 @@ def test_a_request_is_reserved_then_settled_at_the_prices_of_the_model_that_answ
 ):
     priced(upstream, input_price="0.15", output_price="0.60")
     key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("1.00")))
-    assert complete(secret).status_code == HTTPStatus.OK
+    assert complete(secret, BODY).status_code == HTTPStatus.OK
     reserved = PROMPT * 150_000 + 10 * 600_000
-    assert Usage.objects.get(key=key).spent == reserved  # until the ledger writes
+    assert usage(key).spent == reserved  # until the ledger writes
     settle()
     cost = 7 * 150_000 + 5 * 600_000  # the stand-in reports 7 prompt and 5 completion tokens
-    assert Usage.objects.get(key=key).spent == cost
+    assert usage(key).spent == cost
     assert RequestLog.objects.get().cost == cost
 
 
@@ -64,27 +56,27 @@ def test_a_budget_that_cannot_cover_the_reservation_is_429_saying_what_is_left(a
     reservation = (PROMPT + 10) * 10**6
     budget = reservation + reservation // 2 // 10**6 * 10**6  # in whole millionths, as a budget is stored
     key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(budget)))
-    assert complete(secret).status_code == HTTPStatus.OK
+    assert complete(secret, BODY).status_code == HTTPStatus.OK
     settle()  # 12 tokens charged
-    assert complete(secret).status_code == HTTPStatus.OK  # its reservation still fits
-    response = complete(secret)
+    assert complete(secret, BODY).status_code == HTTPStatus.OK  # its reservation still fits
+    response = complete(secret, BODY)
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("budget", "rate_limit_exceeded")
     left = budget - 12 * 10**6 - reservation
     assert f"{money.shown(left)} left of {money.shown(budget)} per day" in error["message"]
     assert response["x-should-retry"] == "false"
-    assert Usage.objects.get(key=key).requests == 2 and upstream.calls == 2
+    assert usage(key).requests == 2 and upstream.calls == 2
 
 
 def test_a_budget_of_exactly_one_requests_reservation_admits_it_and_then_no_more(alice, make_plan, make_key, upstream):
     priced(upstream, input_price="1", output_price="3")  # 10^-6 and 3 x 10^-6 of the currency a token
     reservation = (PROMPT * 1 + 10 * 3) * 10**6
     key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(reservation)))
-    assert complete(secret).status_code == HTTPStatus.OK
-    assert complete(secret).status_code == HTTPStatus.TOO_MANY_REQUESTS  # the first is still reserved
+    assert complete(secret, BODY).status_code == HTTPStatus.OK
+    assert complete(secret, BODY).status_code == HTTPStatus.TOO_MANY_REQUESTS  # the first is still reserved
     settle()
-    assert Usage.objects.get(key=key).spent == (7 * 1 + 5 * 3) * 10**6
+    assert usage(key).spent == (7 * 1 + 5 * 3) * 10**6
     assert RequestLog.objects.filter(status=200).get().cost == 22 * 10**6
 
 
@@ -97,9 +89,9 @@ def test_a_fallback_that_answers_is_charged_at_its_own_price_and_the_reservation
     dear = priced(upstream, "dear", input_price="2.00", output_price="8.00")
     Fallback.objects.create(model=cheap, to=dear)
     key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("10")))
-    response = complete(secret)
+    response = complete(secret, BODY)
     assert response.status_code == HTTPStatus.OK and response.json()["model"] == "dear"
-    assert Usage.objects.get(key=key).spent == PROMPT * 2_000_000 + 10 * 8_000_000  # priced at the dearest
+    assert usage(key).spent == PROMPT * 2_000_000 + 10 * 8_000_000  # priced at the dearest
     settle()
     assert RequestLog.objects.get().cost == 7 * 2_000_000 + 5 * 8_000_000
 
@@ -108,8 +100,8 @@ def test_a_request_that_fails_upstream_gives_its_money_back(alice, make_plan, ma
     priced(upstream, input_price="1", output_price="1")
     upstream.mode = "error"
     key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("1")))
-    assert complete(secret).status_code == HTTPStatus.BAD_GATEWAY
-    assert (Usage.objects.get(key=key).requests, Usage.objects.get(key=key).spent) == (0, 0)
+    assert complete(secret, BODY).status_code == HTTPStatus.BAD_GATEWAY
+    assert usage(key) == (0, 0, 0)
 
 
 def test_without_a_money_budget_nothing_is_reserved_and_the_cost_is_added_when_settled(
@@ -117,8 +109,8 @@ def test_without_a_money_budget_nothing_is_reserved_and_the_cost_is_added_when_s
 ):
     priced(upstream, input_price="10", output_price="10")
     key, secret = make_key(alice, make_plan(quota=100))
-    asked = json.dumps({**BODY, "max_tokens": 2**31 - 1, "n": 8})  # a bound nothing caps, reserved for nothing
+    asked = {**BODY, "max_tokens": 2**31 - 1, "n": 8}  # a bound nothing caps, reserved for nothing
     assert complete(secret, asked).status_code == HTTPStatus.OK
-    assert Usage.objects.get(key=key).spent == 0
+    assert usage(key).spent == 0
     settle()
-    assert Usage.objects.get(key=key).spent == RequestLog.objects.get().cost == 12 * 10**7
+    assert usage(key).spent == RequestLog.objects.get().cost == 12 * 10**7

@@ -26,14 +26,13 @@ from django.db import connection
 
 from activity.models import RequestLog
 from keys import money
-from keys.models import Usage
+from loopback.servers import free_port, tollgate_server
 from proxy.budget import DEFAULT_OUTPUT_BOUND
 from proxy.ledger import ledger
 from proxy.models import Fallback, LanguageModel
 from tests import asgi
-from tests.proxy.test_scale import wait_for_rows
+from tests.metering import json_body, request_log, usage
 from tests.races import UsageWatch, race
-from tests.servers import free_port, json_body, tollgate_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,7 +143,7 @@ def test_racing_requests_at_three_prices_never_pass_the_money_budget_and_are_cha
     started = time.monotonic()
     with UsageWatch(key, "spent") as watch:
         answered = asyncio.run(race(workers, secret, racing))
-        rows = {row.request_id: row for row in wait_for_rows(REQUESTS)}
+        rows = {row.request_id: row for row in request_log(REQUESTS)}
 
     statuses = Counter(got.status for got in answered.values())
     assert set(statuses) <= {HTTPStatus.OK, HTTPStatus.TOO_MANY_REQUESTS}, statuses
@@ -166,9 +165,9 @@ def test_racing_requests_at_three_prices_never_pass_the_money_budget_and_are_cha
         row = rows[request_id]
         assert (row.status, row.outcome, row.cost, row.model) == (429, RequestLog.Outcome.LIMITED, 0, "")
 
-    usage = Usage.objects.get(key=key)
-    assert usage.requests == len(admitted)
-    assert usage.spent == sum(row.cost for row in rows.values()) <= budget
+    counters = usage(key)
+    assert counters.requests == len(admitted)
+    assert counters.spent == sum(row.cost for row in rows.values()) <= budget
     assert watch.most <= budget, f"{watch.most} units charged at one point, over the budget of {budget}"
 
     misbilled, overdrawn = [], []
@@ -193,19 +192,12 @@ def test_racing_requests_at_three_prices_never_pass_the_money_budget_and_are_cha
     print(
         f"\n{connection.vendor}: {len(admitted)} of {REQUESTS} admitted "
         f"({dict(Counter(by_id[r].asked for r in admitted))}), {len(cut)} of them cut, {len(estimated)} estimated; "
-        f"{usage.spent} of {budget} units spent, at most {watch.most} seen in {watch.reads} reads; "
+        f"{counters.spent} of {budget} units spent, at most {watch.most} seen in {watch.reads} reads; "
         f"{time.monotonic() - started:.1f}s"
     )
 
 
 # --- in this process: the fallback, 6-decimal prices, a budget of one reservation ----------------
-
-
-def chat(secret: str, body: dict) -> asgi.Fetched:
-    return asgi.fetch(
-        "post", "/v1/chat/completions", data=json.dumps(body), content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
 
 
 def model_at(name: str, base_url: str, input_price: str, output_price: str) -> LanguageModel:
@@ -257,16 +249,16 @@ def test_a_stream_through_a_dearer_fallback_is_reserved_at_its_prices_and_charge
     reserved = len(json.dumps(body)) * 2_500_000 + 30 * 10_000_000  # the fallback's prices: the dearest
 
     with ledger_held():
-        response = chat(secret, body)
+        response = asgi.complete(secret, body)
         assert response.status_code == HTTPStatus.OK
         events = events_of(response.content)
         assert {event["model"] for event in events} == {"dear"}
         assert "usage" not in events[-1]  # the client did not ask for it; Tollgate did, to settle
-        assert Usage.objects.get(key=key).spent == reserved >= 7 * 2_500_000 + 5 * 10_000_000
+        assert usage(key).spent == reserved >= 7 * 2_500_000 + 5 * 10_000_000
 
     row = RequestLog.objects.get()
     assert (row.model, row.estimated, row.prompt_tokens, row.completion_tokens) == ("dear", False, 7, 5)
-    assert row.cost == Usage.objects.get(key=key).spent == 7 * 2_500_000 + 5 * 10_000_000
+    assert row.cost == usage(key).spent == 7 * 2_500_000 + 5 * 10_000_000
     assert fallback_to_dear.calls == 1
 
 
@@ -280,7 +272,7 @@ def test_a_budget_that_covers_the_primary_but_not_its_dearer_fallback_refuses_be
     assert at_primary <= budget < at_dearest
     key, secret = make_key(alice, make_plan(quota=100, budget=money.amount(budget)))
 
-    response = chat(secret, FALLBACK_BODY)
+    response = asgi.complete(secret, FALLBACK_BODY)
 
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     error = response.json()["error"]
@@ -291,7 +283,7 @@ def test_a_budget_that_covers_the_primary_but_not_its_dearer_fallback_refuses_be
     )
     assert response["x-should-retry"] == "false" and int(response["retry-after"]) > 0
     assert fallback_to_dear.calls == 0
-    assert not Usage.objects.filter(key=key, requests__gt=0).exists()
+    assert usage(key).requests == 0
     asgi.settle()
     assert RequestLog.objects.get().cost == 0
 
@@ -305,14 +297,14 @@ def test_six_decimal_prices_charge_every_unit(upstream, alice, make_plan, make_k
     key, secret = make_key(alice, make_plan(quota=100))
     body = {"model": "six", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello there"}]}
 
-    assert chat(secret, body).status_code == HTTPStatus.OK
-    assert chat(secret, {**body, "stream": True}).status_code == HTTPStatus.OK
+    assert asgi.complete(secret, body).status_code == HTTPStatus.OK
+    assert asgi.complete(secret, {**body, "stream": True}).status_code == HTTPStatus.OK
     asgi.settle()
 
     charged = 7 * 123_457 + 5 * 876_543
     assert charged == 5_246_914
     assert [row.cost for row in RequestLog.objects.order_by("id")] == [charged, charged]
-    assert Usage.objects.get(key=key).spent == 2 * charged
+    assert usage(key).spent == 2 * charged
 
 
 def test_a_charge_past_what_a_float_holds_is_exact(upstream, alice, make_plan, make_key):
@@ -321,10 +313,10 @@ def test_a_charge_past_what_a_float_holds_is_exact(upstream, alice, make_plan, m
     key, secret = make_key(alice, make_plan(quota=100))  # no budget: the report is charged as it is
     body = {"model": "top", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello there"}]}
 
-    assert chat(secret, body).status_code == HTTPStatus.OK
+    assert asgi.complete(secret, body).status_code == HTTPStatus.OK
     asgi.settle()
 
-    assert RequestLog.objects.get().cost == Usage.objects.get(key=key).spent == 999_999_998_000_000_022
+    assert RequestLog.objects.get().cost == usage(key).spent == 999_999_998_000_000_022
     assert money.decimal_string(999_999_998_000_000_022) == "999999.998000000022"
 
 
@@ -346,16 +338,16 @@ def test_a_budget_of_exactly_one_reservation_admits_it_refuses_the_next_and_afte
     key, secret = make_key(alice, make_plan(quota=100, budget=Decimal("0.0002")))
 
     with ledger_held():
-        assert chat(secret, big).status_code == HTTPStatus.OK
-        assert Usage.objects.get(key=key).spent == one
-        refused = chat(secret, big)
+        assert asgi.complete(secret, big).status_code == HTTPStatus.OK
+        assert usage(key).spent == one
+        refused = asgi.complete(secret, big)
         assert refused.status_code == HTTPStatus.TOO_MANY_REQUESTS
         assert refused.json()["error"]["type"] == "budget"
         assert refused.json()["error"]["message"].startswith("Limit Exceeded: $0.00 left of $0.0002 per day,")
-        assert Usage.objects.get(key=key).spent == one
+        assert usage(key).spent == one
 
     charged = 7 * 123_457 + 5 * 876_543
-    assert Usage.objects.get(key=key).spent == charged
+    assert usage(key).spent == charged
     # What fits now: small requests, each charged exactly its reservation, so that how many fit
     # does not hang on when the ledger writes.
     small = {"model": "six", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
@@ -365,11 +357,11 @@ def test_a_budget_of_exactly_one_reservation_admits_it_refuses_the_next_and_afte
     fits = (one - charged) // each
     assert fits > 1
 
-    statuses = [chat(secret, small).status_code for _ in range(fits + 1)]
+    statuses = [asgi.complete(secret, small).status_code for _ in range(fits + 1)]
 
     assert statuses == [HTTPStatus.OK] * fits + [HTTPStatus.TOO_MANY_REQUESTS]
     asgi.settle()
-    assert Usage.objects.get(key=key).spent == charged + fits * each <= one
+    assert usage(key).spent == charged + fits * each <= one
     assert sum(RequestLog.objects.values_list("cost", flat=True)) == charged + fits * each
     assert RequestLog.objects.filter(status=HTTPStatus.TOO_MANY_REQUESTS).count() == 2
 
@@ -396,7 +388,7 @@ def test_a_money_budget_alone_bounds_the_answer_it_reserves_for(
             "post", path, data=raw, content_type="application/json", headers={"Authorization": f"Bearer {secret}"}
         )
         assert response.status_code == HTTPStatus.OK
-        reserved = Usage.objects.get(key=key).spent
+        reserved = usage(key).spent
 
     bound_sent, charged = upstream.bodies[-1].get(bound_field), RequestLog.objects.get().cost
     assert (bound_sent, reserved, charged) == (

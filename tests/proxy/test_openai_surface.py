@@ -1,12 +1,11 @@
 """The OpenAI API surface through Tollgate under uvicorn: what apps send passes through, what the
 upstream answers comes back, and every request is metered at the usage the upstream reported.
 
-The official openai SDK is the client; the stand-in upstream (tests/servers.py) answers every
+The official openai SDK is the client; the stand-in upstream (loopback/standin.py) answers every
 endpoint and keeps the bodies it was sent, and reports 7 prompt + 5 completion tokens each time.
 """
 
 import json
-import time
 from http import HTTPStatus
 
 import httpx
@@ -14,8 +13,10 @@ import openai
 import pytest
 
 from activity.models import RequestLog
-from keys.models import ApiKey, Usage
+from keys.models import ApiKey
 from proxy.models import LanguageModel
+from tests.metering import usage
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -46,6 +47,7 @@ WEATHER = {
     },
 }
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+STANDIN_CALL = ("call_standin", "get_weather", '{"city": "Paris"}')  # the stand-in's tool call: id, name, arguments
 HELLO = [{"role": "user", "content": "Hello there"}]
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "iVBORw0KGgo" * 300}}
 
@@ -58,15 +60,16 @@ def catalog_rows(live, standin) -> None:
 
 def served(live: str, secret: str, timeout: float = 8.0) -> None:
     """Wait until the server's catalog snapshot lists this file's models as they are made."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def endpoints() -> dict[str, list[str]]:
         listed = httpx.get(f"{live}/v1/models", headers={"Authorization": f"Bearer {secret}"}).json()
-        endpoints = {m["id"]: m["endpoints"] for m in listed["data"]}
-        if all(endpoints.get(name) == paths for name, paths in LISTED.items()):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the catalog never listed this file's models: {endpoints}")
-        time.sleep(0.2)
+        return {m["id"]: m["endpoints"] for m in listed["data"]}
+
+    def listed() -> bool:
+        served = endpoints()
+        return all(served.get(name) == paths for name, paths in LISTED.items())
+
+    assert wait_until(listed, timeout), f"the catalog never listed this file's models: {endpoints()}"
 
 
 @pytest.fixture
@@ -94,16 +97,13 @@ def sdk(live, make_client_key):
 def settled(key: ApiKey, *, endpoint: str, count: int = 1, tokens_each: int = REPORTED, model: str = "surface-fast"):
     """Wait for the ledger (it writes in ~1 s batches) to log `count` requests, then check that each
     was settled at what the upstream reported, on the right endpoint, and that the key was charged so."""
-    deadline = time.monotonic() + 10
-    while len(rows := list(RequestLog.objects.filter(key=key))) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(rows)} request-log rows of {count}")
-        time.sleep(0.1)
+    logged = RequestLog.objects.filter(key=key)
+    assert wait_until(lambda: logged.count() >= count), f"{logged.count()} request-log rows of {count}"
+    rows = list(logged)
     assert [(r.endpoint, r.model, r.outcome, r.status, r.estimated, r.total_tokens) for r in rows] == [
         (endpoint, model, "ok", HTTPStatus.OK, False, tokens_each)
     ] * count
-    usage = Usage.objects.get(key=key)
-    assert (usage.requests, usage.tokens) == (count, tokens_each * count)
+    assert usage(key) == (count, tokens_each * count, 0)
 
 
 def sse_events(response: httpx.Response) -> list[dict]:
@@ -118,11 +118,7 @@ def test_a_tool_round_trip_passes_through(sdk, standin):
     assert asked.model == "surface-fast"
     assert asked.choices[0].finish_reason == "tool_calls"
     (call,) = asked.choices[0].message.tool_calls
-    assert (call.id, call.function.name, call.function.arguments) == (
-        "call_standin",
-        "get_weather",
-        '{"city": "Paris"}',
-    )
+    assert (call.id, call.function.name, call.function.arguments) == STANDIN_CALL
 
     turn = [
         *ASK_WEATHER,
@@ -161,11 +157,7 @@ def test_a_streamed_tool_round_trip_rebuilds_the_call_from_its_deltas(sdk, stand
     assert not [e for e in events if e.type == "chunk" and e.chunk.usage]  # the client did not ask for it
     assert final.choices[0].finish_reason == "tool_calls"
     (call,) = final.choices[0].message.tool_calls
-    assert (call.id, call.function.name, call.function.arguments) == (
-        "call_standin",
-        "get_weather",
-        '{"city": "Paris"}',
-    )
+    assert (call.id, call.function.name, call.function.arguments) == STANDIN_CALL
 
     assistant = {
         "role": "assistant",
@@ -309,7 +301,7 @@ def test_a_model_asked_on_an_endpoint_it_does_not_serve_is_404_and_not_counted(l
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
     assert "it serves embeddings" in error["message"]
-    assert not Usage.objects.filter(key=key, requests__gt=0).exists()
+    assert usage(key).requests == 0
     assert standin.calls == 0
 
 
@@ -337,12 +329,11 @@ def test_previous_response_id_without_a_context_window_is_400_and_not_counted(li
     assert response.status_code == HTTPStatus.BAD_REQUEST
     error = response.json()["error"]
     assert (error["type"], error["param"]) == ("invalid_request_error", "previous_response_id")
-    assert not Usage.objects.filter(key=key, requests__gt=0).exists()
+    assert usage(key).requests == 0
     assert standin.calls == 0
-    deadline = time.monotonic() + 10  # it reached a key: logged like any other refusal
-    while not (rows := list(RequestLog.objects.filter(key=key))) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [(r.status, r.outcome, r.endpoint) for r in rows] == [(400, "invalid", "responses")]
+    logged = RequestLog.objects.filter(key=key)
+    assert wait_until(logged.exists)  # it reached a key: logged like any other refusal
+    assert [(r.status, r.outcome, r.endpoint) for r in logged] == [(400, "invalid", "responses")]
 
 
 def test_previous_response_id_reserves_the_context_window(live, standin, make_client_key):

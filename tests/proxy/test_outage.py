@@ -22,7 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from activity.models import RequestLog
 from keys.models import Usage
-from tests.servers import TcpProxy, database_url_for_servers, tollgate_server
+from loopback.servers import database_url_for_servers, tollgate_server
+from loopback.tcp_proxy import TcpProxy
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -125,15 +127,6 @@ def proxy_warnings(since: int) -> list[str]:
         if line.get("logger") == "tollgate.proxy" and line.get("level") == "WARNING":
             messages.append(line["message"])
     return messages
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def warmed_up(base: str, key, secret: str, count: int) -> None:

@@ -3,7 +3,6 @@ request's own 500, with its request id, and no other request notices: the breake
 The ledger writes each entry of a batch that failed on its own, so one bad entry costs the others
 nothing; and a value out of OpenAI's range is a 400 before it reaches SQL."""
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,23 +17,12 @@ from activity.models import RequestLog
 from keys.models import AuthFailure, Usage
 from proxy.budget import TokenCount
 from proxy.ledger import Entry, Ledger
-from tests.asgi import fetch, portal, settle
+from tests.asgi import complete, portal, query, settle
+from tests.metering import usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PAYLOAD = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 USAGE = Usage._meta.db_table
-
-
-def complete(secret: str, payload: dict = PAYLOAD):
-    return fetch(
-        "post", "/v1/chat/completions", data=json.dumps(payload), content_type="application/json",
-        headers={"Authorization": f"Bearer {secret}"},
-    )  # fmt: skip
-
-
-def query(secret: str):
-    return fetch("get", "/query", data={"message": "hi"}, headers={"x-api-key": secret})
 
 
 @contextmanager
@@ -88,8 +76,8 @@ def test_a_constraint_error_is_that_request_s_own_500(
     calls = upstream.calls
     with usage_writes_failing(bobs_key.pk, event):
         failed = complete(bobs)
-        failed_query = query(bobs)
-        after = [complete(alices), query(alices), complete(alices)]
+        failed_query = query(bobs, message="hi")
+        after = [complete(alices), query(alices, message="hi"), complete(alices)]
     assert failed.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
     request_id = failed["x-request-id"]
     assert request_id in failed.json()["error"]["message"]
@@ -106,9 +94,9 @@ def test_a_constraint_error_is_that_request_s_own_500(
         assert "injected failure" in caplog.text
         assert record.name == "tollgate.proxy"
     # Bob's failures rolled back: nothing counted; and without the trigger he is answered again.
-    assert sum(Usage.objects.filter(key=bobs_key).values_list("requests", flat=True)) == admitted
+    assert usage(bobs_key).requests == admitted
     assert complete(bobs).status_code == HTTPStatus.OK
-    assert Usage.objects.get(key=bobs_key).requests == admitted + 1
+    assert usage(bobs_key).requests == admitted + 1
 
 
 def test_a_bad_entry_in_a_ledger_batch_costs_the_others_nothing(alice, bob, make_plan, make_key, caplog):
@@ -161,12 +149,12 @@ def test_a_negative_max_tokens_is_a_400_and_the_next_request_is_answered(alice, 
     plan = make_plan(quota=5)
     alices_key, alices = make_key(alice, plan)
     _, bobs = make_key(bob, plan)
-    refused = complete(alices, {**PAYLOAD, "max_tokens": -100_000})
+    refused = complete(alices, max_tokens=-100_000)
     assert refused.status_code == HTTPStatus.BAD_REQUEST
     error = refused.json()["error"]
     assert (error["type"], error["param"]) == ("invalid_request_error", "max_tokens")
     assert upstream.calls == 0
-    assert not Usage.objects.filter(key=alices_key).exists()  # nothing counted
+    assert usage(alices_key) == (0, 0, 0)  # nothing counted
     assert complete(bobs).status_code == HTTPStatus.OK
     assert complete(alices).status_code == HTTPStatus.OK
-    assert Usage.objects.get(key=alices_key).requests == 1
+    assert usage(alices_key).requests == 1
