@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
+from loopback.servers import free_port, tollgate_server
 from portal.account_adapter import MAIL_FAILED
 from tests.conftest import PASSWORD, SITE_URL
-from tests.servers import free_port, tollgate_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
