@@ -120,9 +120,11 @@ class Entry:
 
 @dataclass
 class FailureTally:
-    """Failed key authentications from one address in one minute, not yet written."""
+    """Failed key authentications from one address in one minute, in this worker: all of them (the
+    model API slows an address down by them, proxy/views.py), and how many are written already."""
 
     failures: int = 0
+    written: int = 0
     last_seen: datetime | None = None
     samples: list[str] = field(default_factory=list)
 
@@ -132,14 +134,14 @@ class FailureTally:
         if len(self.samples) < FAILURE_SAMPLES:
             self.samples.append(masked)
 
-    def merge(self, other: "FailureTally") -> None:
-        self.failures += other.failures
-        self.last_seen = max(filter(None, (self.last_seen, other.last_seen)))
-        self.samples = (self.samples + other.samples)[:FAILURE_SAMPLES]
+    @property
+    def unwritten(self) -> int:
+        return self.failures - self.written
 
     def row(self, ip: str, minute: datetime) -> dict:
+        """What the audit table does not have yet (AUTH_FAILURE_SQL adds it; the first samples stay)."""
         samples = " ".join(self.samples)[: AuthFailure._meta.get_field("samples").max_length]
-        return {"ip": ip, "minute": minute, "failures": self.failures, "last_seen": self.last_seen, "samples": samples}
+        return {"ip": ip, "minute": minute, "failures": self.unwritten, "last_seen": self.last_seen, "samples": samples}
 
 
 class Ledger:
@@ -159,16 +161,18 @@ class Ledger:
         if len(self.waiting) >= BATCH_SIZE:
             self.wake.set()
 
-    def auth_failed(self, *, ip: str | None, masked: str, at: datetime) -> None:
-        """Count a failed key authentication into its address's minute. Memory and rows stay
-        bounded however many different keys a flood tries: one tally per address and minute, and
-        past `MAX_ADDRESSES` addresses in a flush the rest share one tally."""
+    def auth_failed(self, *, ip: str | None, masked: str, at: datetime) -> int:
+        """Count a failed key authentication into its address's minute; returns the address's
+        failures in that minute so far. Memory and rows stay bounded however many different keys a
+        flood tries: one tally per address and minute, kept until its minute is over and written,
+        and past `MAX_ADDRESSES` tallies the rest share one (address "")."""
         bucket = (ip or "", at.replace(second=0, microsecond=0))
         if bucket not in self.failures and len(self.failures) >= MAX_ADDRESSES:
             bucket = ("", bucket[1])
         tally = self.failures.setdefault(bucket, FailureTally())
         tally.count(masked, at)
         self._started()
+        return tally.failures
 
     def _started(self) -> None:
         if self.task is None:
@@ -186,27 +190,28 @@ class Ledger:
         way). A transaction holds SQLite's write lock while it runs, and admissions wait for it:
         small ones keep that wait to a millisecond or two."""
         async with self.flushing:
-            while self.waiting or self.failures:
+            while self.waiting or any(tally.unwritten for tally in self.failures.values()):
                 if not await self._write():
                     return
 
     async def _write(self) -> bool:
         """One batch; False if the database is unavailable and it waits for the next flush."""
         batch, self.waiting = self.waiting[:BATCH_SIZE], self.waiting[BATCH_SIZE:]
-        failures, self.failures = self.failures, {}
-        tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
-        steps = [(AUTH_FAILURE_SQL, tallies), *self._steps(batch)]
+        tallies = self._unwritten_tallies()
+        steps = [(AUTH_FAILURE_SQL, [row for _, row in tallies]), *self._steps(batch)]
         try:
             usage = self._usage(steps, await database().batch(steps))
         except QuotaStoreUnavailable as exc:
-            self._put_back(batch, failures, exc)
+            self._put_back(batch, exc)
             return False
         except Exception:
             # One bad entry must not cost the others theirs: each is written on its own.
             log.warning("ledger: a batch of %d entries failed; writing them one by one", len(batch), exc_info=True)
-            usage = await self._write_each(batch, failures)
+            usage = await self._write_each(batch, tallies)
             if usage is None:
                 return False
+        else:
+            self._tallies_written(tallies)
         self.alerts.check(batch, usage)
         if time.monotonic() - self.pruned_at > PRUNE_EVERY:
             self.pruned_at = time.monotonic()
@@ -237,7 +242,22 @@ class Ledger:
         [settled] = [rows for sql, rows in steps if sql is SETTLE_SQL]
         return {(s["key_id"], s["window_start"]): row for s, row in zip(settled, returned, strict=True) if row}
 
-    async def _write_each(self, batch: list[Entry], failures: dict) -> dict[tuple[int, date], dict] | None:
+    def _unwritten_tallies(self) -> list[tuple[FailureTally, dict]]:
+        """Each tally with failures the audit table does not have, and the row that adds them."""
+        return [(tally, tally.row(ip, minute)) for (ip, minute), tally in self.failures.items() if tally.unwritten]
+
+    def _tallies_written(self, tallies: list[tuple[FailureTally, dict]]) -> None:
+        """The rows went in; tallies of minutes that are over and fully written are let go."""
+        for tally, row in tallies:
+            tally.written += row["failures"]  # what was counted since the row was made waits for the next flush
+        this_minute = max((minute for _, minute in self.failures), default=None)
+        self.failures = {
+            (ip, minute): tally
+            for (ip, minute), tally in self.failures.items()
+            if minute == this_minute or tally.unwritten
+        }
+
+    async def _write_each(self, batch: list[Entry], tallies: list) -> dict[tuple[int, date], dict] | None:
         """Each entry in its own transaction, then the tallies: what is valid is written, what is
         not is logged with its request id. Returns the usage rows the settlements left, or None if
         the database went away meanwhile."""
@@ -247,25 +267,24 @@ class Ledger:
             try:
                 usage |= self._usage(steps, await database().batch(steps))
             except QuotaStoreUnavailable as exc:
-                self._put_back(batch[done:], failures, exc)
+                self._put_back(batch[done:], exc)
                 return None
             except Exception:
                 log.exception("ledger: request %s could not be recorded and was dropped: %r", entry.request_id, entry)
-        tallies = [tally.row(ip, minute) for (ip, minute), tally in failures.items()]
         try:
-            await database().batch([(AUTH_FAILURE_SQL, tallies)])
+            await database().batch([(AUTH_FAILURE_SQL, [row for _, row in tallies])])
         except QuotaStoreUnavailable as exc:
-            self._put_back([], failures, exc)
+            self._put_back([], exc)
             return None
         except Exception:
             log.exception("ledger: %d failed-authentication tallies could not be written", len(tallies))
+        self._tallies_written(tallies)  # written, or dropped as unwritable: not tried again
         return usage
 
-    def _put_back(self, batch: list[Entry], failures: dict, exc: Exception) -> None:
+    def _put_back(self, batch: list[Entry], exc: Exception) -> None:
+        """The database is unavailable: the batch waits for the next flush (the tallies keep what is unwritten)."""
         log.warning("ledger: database unavailable (%s); %d entries wait for the next flush", exc, len(batch))
         self.waiting = (batch + self.waiting)[-MAX_WAITING:]
-        for bucket, tally in failures.items():
-            self.failures.setdefault(bucket, FailureTally()).merge(tally)
 
     @contextmanager
     def answering_one(self) -> Iterator[None]:

@@ -108,37 +108,15 @@ async def admit_request(request: Request, presented: str, call: Call) -> Admissi
     return admission
 
 
-class Slowdown:
-    """Counts bad keys per client address in the current minute (in this worker, for at most
-    `MAX_ADDRESSES` addresses, beyond which every new one is slowed), and says how long the
-    answer to the next one should wait."""
-
-    FREE_FAILURES = 10
-    MAX_ADDRESSES = 10_000
-
-    def __init__(self) -> None:
-        self.minute: datetime | None = None
-        self.failures: dict[str, int] = {}
-
-    def pause(self, ip: str, at: datetime) -> float:
-        minute = at.replace(second=0, microsecond=0)
-        if minute != self.minute:
-            self.minute, self.failures = minute, {}
-        if ip not in self.failures and len(self.failures) >= self.MAX_ADDRESSES:
-            return settings.AUTH_FAILURE_DELAY
-        self.failures[ip] = self.failures.get(ip, 0) + 1
-        return settings.AUTH_FAILURE_DELAY if self.failures[ip] > self.FREE_FAILURES else 0.0
-
-
-slowdown = Slowdown()
+# An address may send this many bad keys a minute before each answer to it waits AUTH_FAILURE_DELAY.
+FREE_FAILURES = 10
 
 
 async def authentication_failed(request: Request, presented: str, at: datetime) -> None:
     """Audit a bad key, and make an address that keeps sending them wait for its answer."""
     client_ip = request.client.host if request.client else ""
-    ledger().auth_failed(ip=client_ip, masked=tokens.mask(presented), at=at)
-    if pause := slowdown.pause(client_ip, at):
-        await asyncio.sleep(pause)
+    if ledger().auth_failed(ip=client_ip, masked=tokens.mask(presented), at=at) > FREE_FAILURES:
+        await asyncio.sleep(settings.AUTH_FAILURE_DELAY)
 
 
 def not_admitted(answers: Answers, admission: Admission, meter: Meter) -> Response:

@@ -57,6 +57,15 @@ def settle() -> None:
     portal().call(settle_ledger)
 
 
+def close_ledger() -> None:
+    """Write out the app's ledger and let it go: the next request starts a new one. At the end of a
+    test, whose database is about to be emptied, what the ledger remembers (each address's tally
+    of bad keys this minute) must not carry over into the next test."""
+    from proxy.ledger import close_ledger
+
+    portal().call(close_ledger)
+
+
 class Fetched:
     """An answer with its whole body read."""
 

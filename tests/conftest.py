@@ -38,13 +38,14 @@ def fresh_cache():
 @pytest.fixture(autouse=True)
 def settled_ledger(request):
     """What a test left in the app's ledger (request-log rows, settlements, failed
-    authentications) is written before its database is emptied, never into the next test's.
+    authentications) is written before its database is emptied, never into the next test's, and
+    the next test starts with a ledger of its own.
     (pytest-django's marker fixture is set up before this one, so it is torn down after.)"""
     if "transactional_db" in request.fixturenames:
         request.getfixturevalue("transactional_db")
     yield
     if asgi.started():
-        asgi.settle()
+        asgi.close_ledger()
 
 
 @pytest.fixture(scope="session", autouse=True)
