@@ -17,8 +17,9 @@ CHAT_ONLY, EMBEDDINGS_TOO = ["chat"], ["chat", "embeddings"]
 
 @pytest.fixture
 def models(db, settings):
-    """`fast` falls back to `steady` (position 2) and `cheap` (position 1), then `retired` (inactive)
-    and `vectors` (embeddings only). No model of the environment: the rows are the catalog."""
+    """`fast` falls back to `retired` (inactive), `steady`, `cheap` (chat only) and `vectors`
+    (embeddings only), in position order, which is neither their names' nor their links' order. No
+    model of the environment: the rows are the catalog."""
     settings.LLM_BASE_URL, settings.LLM_MODEL = "", "fast"
     rows = {
         name: LanguageModel.objects.create(name=name, base_url="", endpoints=endpoints, active=active)
@@ -30,7 +31,7 @@ def models(db, settings):
             ("vectors", ["embeddings"], True),
         ]
     }
-    for position, name in [(2, "steady"), (1, "cheap"), (0, "retired"), (3, "vectors")]:
+    for position, name in [(2, "cheap"), (1, "steady"), (0, "retired"), (3, "vectors")]:
         Fallback.objects.create(model=rows["fast"], to=rows[name], position=position)
     return rows
 
@@ -59,7 +60,7 @@ def test_a_route_is_the_model_then_its_active_fallbacks_in_position_order_that_s
     built = catalog_build()
     fast = built.models["fast"]
 
-    assert names(built.route(fast, "chat")) == ["fast", "cheap", "steady"]
+    assert names(built.route(fast, "chat")) == ["fast", "steady", "cheap"]
     assert names(built.route(fast, "embeddings")) == ["fast", "steady", "vectors"]
     assert built.route(built.models["cheap"], "embeddings") == ()
 

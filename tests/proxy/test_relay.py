@@ -132,6 +132,8 @@ def test_a_client_that_stops_early_closes_the_upstream_and_is_recorded_once_as_g
         )
         read = [await anext(relay), await anext(relay)]
         await relay.aclose()
+        # Released by the relay itself, not later by the event loop's clean-up of forgotten generators.
+        assert upstream.closed
         return read
 
     assert all(b'"model":"fast"' in event for event in asyncio.run(read_two_then_leave()))
