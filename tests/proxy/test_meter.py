@@ -122,7 +122,7 @@ def test_the_cost_is_capped_by_the_money_reservation_on_a_plan_with_a_money_budg
 )
 def test_a_refused_request_is_logged_with_its_outcome_and_nothing_to_settle(recorded, outcome, status, logged):
     meter = Meter("req-5")
-    meter.refused(Admission(outcome, NOW, terms(), endpoint="chat", window_start=NOW.date()), status)
+    meter.not_admitted(Admission(outcome, NOW, terms(), endpoint="chat", window_start=NOW.date()), status)
     [entry] = recorded
     assert (entry.status, entry.outcome, entry.model) == (status, logged, "")
     assert (entry.admitted, entry.reserved, entry.tokens) == (False, None, TokenCount(0, 0))
@@ -130,7 +130,7 @@ def test_a_refused_request_is_logged_with_its_outcome_and_nothing_to_settle(reco
 
 def test_a_request_without_a_key_records_nothing(recorded):
     meter = Meter("req-6")
-    meter.refused(Admission(Outcome.FORBIDDEN, NOW, endpoint="chat"), HTTPStatus.UNAUTHORIZED)
+    meter.not_admitted(Admission(Outcome.FORBIDDEN, NOW, endpoint="chat"), HTTPStatus.UNAUTHORIZED)
     assert recorded == [] and meter.entry is None
 
 
