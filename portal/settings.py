@@ -350,7 +350,11 @@ SPECTACULAR_SETTINGS = {
 
 # --- Tollgate ------------------------------------------------------------------------------------
 
-KEYS_BACKEND = envchoice("KEYS_BACKEND", "local", ("local", "aws"))
+# `local`, `aws`, or the dotted path of a backend class (keys/backends/__init__.py), whose import
+# `manage.py check` tries.
+KEYS_BACKEND = env("KEYS_BACKEND", "local") or "local"
+if KEYS_BACKEND not in ("local", "aws") and "." not in KEYS_BACKEND:
+    raise ImproperlyConfigured(f"KEYS_BACKEND must be local, aws or a backend's dotted path, not {KEYS_BACKEND!r}")
 AWS_DEFAULT_REGION = env("AWS_DEFAULT_REGION", "ap-southeast-1")
 GATEWAY_URL = env("GATEWAY_URL").rstrip("/")
 LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")
