@@ -22,7 +22,8 @@ from proxy.budget import TokenCount
 from proxy.demo import DemoModel
 from proxy.endpoints import Call
 from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, ENDPOINTS, LanguageModel
-from proxy.upstreams import OpenAICompatible, Upstream, UpstreamError
+from proxy.openai_compatible import OpenAICompatible
+from proxy.upstreams import Upstream, UpstreamError
 
 SNAPSHOT_SECONDS = 5.0
 
