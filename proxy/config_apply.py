@@ -12,7 +12,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from keys.models import Plan
-from proxy.config_check import CheckedConfig, ConfigError, Entry, config_check, links_check
+from proxy.config_check import CheckedConfig, CheckedTable, ConfigError, config_check, links_check
 from proxy.models import Fallback, LanguageModel
 
 
@@ -79,7 +79,7 @@ def _apply(checked: CheckedConfig, *, prune: bool) -> Summary:
     return summary
 
 
-def _upsert(db_model: type[models.Model], entry: Entry) -> tuple[Any, str]:
+def _upsert(db_model: type[models.Model], entry: CheckedTable) -> tuple[Any, str]:
     row = db_model.objects.select_for_update().filter(name=entry.name).first()
     if row is None:
         return db_model.objects.create(**entry.values), "created"

@@ -163,7 +163,7 @@ PLAN = Schema(
 
 
 @dataclass
-class Entry:
+class CheckedTable:
     """One [[model]] or [[plan]] table, checked: its field values, and the model names it links to."""
 
     name: str
@@ -175,8 +175,8 @@ class Entry:
 class CheckedConfig:
     """A file whose every table passed its checks; its links to other models are checked by `links_check`."""
 
-    models: list[Entry]
-    plans: list[Entry]
+    models: list[CheckedTable]
+    plans: list[CheckedTable]
 
 
 def config_check(*, path: Path) -> CheckedConfig:
@@ -206,11 +206,11 @@ def config_read(*, path: Path) -> dict[str, Any]:
     return document
 
 
-def _entries(document: dict, schema: Schema) -> list[Entry]:
+def _entries(document: dict, schema: Schema) -> list[CheckedTable]:
     tables = document.get(schema.table, [])
     if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
         raise ConfigError(f"{schema.table} must be a list of tables: write each one under [[{schema.table}]]")
-    entries: dict[str, Entry] = {}
+    entries: dict[str, CheckedTable] = {}
     for number, table in enumerate(tables, 1):
         entry = _entry(schema, number, table)
         if entry.name in entries:
@@ -219,7 +219,7 @@ def _entries(document: dict, schema: Schema) -> list[Entry]:
     return list(entries.values())
 
 
-def _entry(schema: Schema, number: int, table: dict) -> Entry:
+def _entry(schema: Schema, number: int, table: dict) -> CheckedTable:
     given = table.get("name")
     label = f'{schema.table} "{given}"' if isinstance(given, str) and given.strip() else f"{schema.table} #{number}"
     for key in table:
@@ -243,7 +243,7 @@ def _entry(schema: Schema, number: int, table: dict) -> Entry:
         row.full_clean(validate_unique=False)
     except ValidationError as exc:
         raise ConfigError(f"{label}: {_first_problem(exc, schema, table)}") from None
-    return Entry(values["name"], {attr: getattr(row, attr) for attr in values}, links)
+    return CheckedTable(values["name"], {attr: getattr(row, attr) for attr in values}, links)
 
 
 def _first_problem(error: ValidationError, schema: Schema, table: dict) -> str:

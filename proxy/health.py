@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from keys.backends import get_backend
 from proxy.catalog import catalog
-from proxy.upstreams import answers
+from proxy.upstreams import probe_url
 
 FRESH_SECONDS = 5.0
 WAIT_SECONDS = 0.5
@@ -36,7 +36,7 @@ async def probes() -> dict[str, Probe]:
 async def gateway_probe(*, timeout: float) -> bool:
     """aws mode: whether API Gateway answers. Without a key it refuses `/query` itself (403), so the
     probe costs no model call and no quota."""
-    return await answers(f"{settings.GATEWAY_URL}/query", headers={}, timeout=timeout)
+    return await probe_url(f"{settings.GATEWAY_URL}/query", headers={}, timeout=timeout)
 
 
 class UpstreamHealth:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from proxy.upstreams import Answer, UpstreamBroken, UpstreamError, answers, http_session, timeouts
+from proxy.upstreams import Answer, UpstreamBroken, UpstreamError, http_session, probe_url, timeouts
 
 
 async def sse_events(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
@@ -80,4 +80,4 @@ class OpenAICompatible:
 
     async def probe(self, *, timeout: float) -> bool:
         # GET /models: cheap, no tokens spent, and every OpenAI-compatible server has it.
-        return await answers(f"{self.base_url}/models", headers=self.headers, timeout=timeout)
+        return await probe_url(f"{self.base_url}/models", headers=self.headers, timeout=timeout)

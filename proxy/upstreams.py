@@ -94,7 +94,7 @@ def timeouts() -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(sock_connect=settings.LLM_CONNECT_TIMEOUT, sock_read=settings.LLM_READ_TIMEOUT)
 
 
-async def answers(url: str, *, headers: dict[str, str], timeout: float) -> bool:
+async def probe_url(url: str, *, headers: dict[str, str], timeout: float) -> bool:
     """Whether a server answers a GET of `url` within `timeout` seconds: any status below 500 (a 401
     or a 404 comes from a server that is up). Refused, timed out, or a 5xx: it does not."""
     try:
