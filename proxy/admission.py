@@ -294,9 +294,11 @@ async def admit(
     )  # fmt: skip
     if row is None:
         used = await database().one(USED_SQL, window) or NOTHING_USED
-        if used["requests"] >= key.quota:
+        # Read after the refusal, the counts may have room again (requests given back, reservations settled
+        # meanwhile): whatever they say, the limit named is one the plan has.
+        if used["requests"] >= key.quota or not key.budgeted:
             outcome = Outcome.LIMITED
-        elif key.token_quota is not None and used["tokens"] + reserved > key.token_quota:
+        elif key.token_quota is not None and (key.budget is None or used["tokens"] + reserved > key.token_quota):
             outcome = Outcome.TOKENS_LIMITED
         else:
             outcome = Outcome.BUDGET_LIMITED
