@@ -20,7 +20,7 @@ from keys import money
 from keys.backends import get_backend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey
-from keys.presenters import keys_with_usage, message
+from keys.presenters import keys_with_usage, message_response
 from proxy.admission import Admission, Outcome, QuotaStoreUnavailable, admit
 from proxy.catalog import catalog, catalog_build
 from proxy.endpoints.chat import text_call
@@ -56,9 +56,11 @@ def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
 
 def not_admitted(admission: Admission) -> JsonResponse:
     if admission.outcome is Outcome.FORBIDDEN:
-        return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
+        return message_response(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
     if admission.outcome is Outcome.MODEL_NOT_FOUND:
-        return message("This key's plan does not grant this chat's model. Pick another model.", HTTPStatus.NOT_FOUND)
+        return message_response(
+            "This key's plan does not grant this chat's model. Pick another model.", HTTPStatus.NOT_FOUND
+        )
     text = "Too Many Requests" if admission.outcome is Outcome.THROTTLED else "Limit Exceeded"
     body = {"retry_after": admission.retry_after, "resets_in": admission.resets_in}
     if admission.outcome is Outcome.TOKENS_LIMITED:
@@ -72,7 +74,7 @@ def not_admitted(admission: Admission) -> JsonResponse:
             f"and a message here may cost up to {money.shown(admission.reserved_money)}. "
             f"It resets in {admission.resets_in}."
         )
-    return message(text, HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers(), **body)
+    return message_response(text, HTTPStatus.TOO_MANY_REQUESTS, headers=admission.headers(), **body)
 
 
 class Asked(NamedTuple):
@@ -89,13 +91,17 @@ def _parse(request: HttpRequest) -> Asked | JsonResponse:
         if not all(isinstance(value, str) for value in asked[1:]):
             raise TypeError
     except (ValueError, KeyError, TypeError):
-        return message("Send JSON with key_id, message and optionally conversation and model.", HTTPStatus.BAD_REQUEST)
+        return message_response(
+            "Send JSON with key_id, message and optionally conversation and model.", HTTPStatus.BAD_REQUEST
+        )
     if not asked.text.strip():
-        return message("Type a message first.", HTTPStatus.BAD_REQUEST)
+        return message_response("Type a message first.", HTTPStatus.BAD_REQUEST)
     if len(asked.text) > MAX_MESSAGE_CHARS:
-        return message(f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).", HTTPStatus.BAD_REQUEST)
+        return message_response(
+            f"That message is too long ({MAX_MESSAGE_CHARS} characters at most).", HTTPStatus.BAD_REQUEST
+        )
     if "\x00" in asked.text:
-        return message("That message contains a NUL character.", HTTPStatus.BAD_REQUEST)
+        return message_response("That message contains a NUL character.", HTTPStatus.BAD_REQUEST)
     return asked
 
 
@@ -125,19 +131,19 @@ async def chat_stream(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     key = await ApiKey.objects.select_related("plan").filter(pk=key_id, owner=user).afirst()
     if key is None:
-        return message("No such key.", HTTPStatus.NOT_FOUND)
+        return message_response("No such key.", HTTPStatus.NOT_FOUND)
     if model and model not in conversations.models_offered(await catalog(), key):
         # Refused before anything is kept: the conversation goes on with the model it had.
-        return message(f"The plan {key.plan.name} does not grant the model {model}.", HTTPStatus.NOT_FOUND)
+        return message_response(f"The plan {key.plan.name} does not grant the model {model}.", HTTPStatus.NOT_FOUND)
     conversation = await sync_to_async(_conversation)(user, key, conversation_id, model)
     if conversation is None:
-        return message("No such conversation.", HTTPStatus.NOT_FOUND)
+        return message_response("No such conversation.", HTTPStatus.NOT_FOUND)
     if not key.is_usable(timezone.now()):
-        return message(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
+        return message_response(KEY_UNUSABLE, HTTPStatus.FORBIDDEN)
     try:
         gateway_key = await sync_to_async(get_backend().gateway_key)(key=key)
     except BackendUnavailable:
-        return message("The key service did not answer. Try again shortly.", HTTPStatus.BAD_GATEWAY)
+        return message_response("The key service did not answer. Try again shortly.", HTTPStatus.BAD_GATEWAY)
     if gateway_key is not None:  # a gateway (API Gateway) meters this key: the message goes through it
         return await _via_gateway(gateway_key, conversation, text)
     meter = Meter(request_id=uuid.uuid4().hex, client_ip=request.META.get("REMOTE_ADDR"))
@@ -157,7 +163,7 @@ async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, t
     try:
         admission = await admit(call=call, key_id=key.pk, owner_id=user.pk)
     except QuotaStoreUnavailable:
-        return message("Tollgate cannot reach its database right now.", HTTPStatus.SERVICE_UNAVAILABLE)
+        return message_response("Tollgate cannot reach its database right now.", HTTPStatus.SERVICE_UNAVAILABLE)
     if not admission.admitted:
         response = not_admitted(admission)
         meter.not_admitted(admission, response.status_code)
@@ -166,7 +172,7 @@ async def _answer(meter: Meter, key: ApiKey, user, conversation: Conversation, t
     try:
         model, relay = await text_stream(admission, call, meter, _keep_answer(conversation, meter))
     except UpstreamError:
-        return message("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
+        return message_response("The model did not answer. This message was not counted.", HTTPStatus.BAD_GATEWAY)
     # The model that answers: the one asked, or the fallback that took over from it.
     return _stream_response(conversation, relay, {**admission.headers(), "X-Model": model.name})
 
@@ -210,7 +216,7 @@ def _stream_response(conversation: Conversation, stream, headers: dict) -> Strea
 async def _via_gateway(value: str, conversation: Conversation, text: str) -> HttpResponse:
     """The gateway meters the request; the key's value was fetched by id for this message and is dropped."""
     if not settings.GATEWAY_URL:
-        return message("GATEWAY_URL is not configured; ask an administrator.", HTTPStatus.SERVICE_UNAVAILABLE)
+        return message_response("GATEWAY_URL is not configured; ask an administrator.", HTTPStatus.SERVICE_UNAVAILABLE)
     await sync_to_async(conversations.turn_store)(conversation=conversation, text=text)
     stream = gateway_query(
         gateway_url=settings.GATEWAY_URL, api_key=value, conversation=str(conversation.public_id), message=text
@@ -220,10 +226,10 @@ async def _via_gateway(value: str, conversation: Conversation, text: str) -> Htt
     except GatewayRefused as refused:
         if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
             headers = {"Retry-After": refused.retry_after} if refused.retry_after else {}
-            return message("Limit Exceeded", HTTPStatus.TOO_MANY_REQUESTS, headers=headers)
-        return message("API Gateway refused this key.", HTTPStatus.FORBIDDEN)
+            return message_response("Limit Exceeded", HTTPStatus.TOO_MANY_REQUESTS, headers=headers)
+        return message_response("API Gateway refused this key.", HTTPStatus.FORBIDDEN)
     except UpstreamError:
-        return message("The gateway did not answer.", HTTPStatus.BAD_GATEWAY)
+        return message_response("The gateway did not answer.", HTTPStatus.BAD_GATEWAY)
     return _stream_response(conversation, gateway_relay(first, stream, _keep_answer(conversation)), {})
 
 

@@ -18,7 +18,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from keys import services
 from keys.errors import BackendUnavailable, KeyAlreadyExists, KeyCreateFailed, KeyRevoked, TollgateKeyError
 from keys.models import ApiKey
-from keys.presenters import key_with_usage, keys_with_usage, message
+from keys.presenters import key_with_usage, keys_with_usage, message_response
 from keys.serializers import (
     FIELD_ERRORS,
     DayUsageSerializer,
@@ -53,7 +53,7 @@ def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
             if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
                 log.warning("%s: %s", type(exc).__name__, exc)
             set_rollback()
-            return message(text, status)
+            return message_response(text, status)
     return drf_exception_handler(exc, context)
 
 
@@ -65,7 +65,7 @@ def churn_limited(request: Request) -> bool:
 
 
 def too_much_churn() -> HttpResponse:
-    return message("Too many key changes; try again in an hour.", HTTPStatus.TOO_MANY_REQUESTS)
+    return message_response("Too many key changes; try again in an hour.", HTTPStatus.TOO_MANY_REQUESTS)
 
 
 def owned_key(request: Request, key_id: int) -> ApiKey:

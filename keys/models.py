@@ -112,6 +112,8 @@ def throttle_rate(rate_limit: int | None, burst_limit: int | None) -> str | None
 
 class ApiKeyQuerySet(models.QuerySet):
     def active(self) -> "ApiKeyQuerySet":
+        """Keys not revoked, expired or not: what the one-active-key constraint counts. `ApiKey.is_usable`
+        adds the expiry."""
         return self.filter(status=ApiKey.Status.ACTIVE)
 
 
@@ -152,7 +154,16 @@ class ApiKey(models.Model):
         return f"{self.prefix}… ({self.plan})"
 
     def is_usable(self, now: datetime) -> bool:
+        """Whether the key authenticates at `now`: active, and its expiry (if any) still ahead. The same rule
+        as `usable_key_sql`, which admission's statement uses; tests/keys/test_usable_key.py holds them together."""
         return self.status == self.Status.ACTIVE and (self.expires_at is None or self.expires_at > now)
+
+
+def usable_key_sql(alias: str) -> str:
+    """`ApiKey.is_usable` as a SQL condition on the keys table aliased `alias`, against the `%(now)s`
+    parameter: for the model API's hand-written key lookup (proxy/admission.py)."""
+    active = ApiKey.Status.ACTIVE.value
+    return f"{alias}.status = '{active}' AND ({alias}.expires_at IS NULL OR {alias}.expires_at > %(now)s)"
 
 
 class Usage(models.Model):

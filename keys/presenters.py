@@ -100,6 +100,6 @@ def keys_with_usage(user: AbstractBaseUser, *, days: int = 0, active_only: bool 
     return [key_with_usage(key, days=days) for key in keys]
 
 
-def message(text: str, status: int, *, headers: dict | None = None, **fields) -> JsonResponse:
+def message_response(text: str, status: int, *, headers: dict | None = None, **fields) -> JsonResponse:
     """A `{"message": text}` answer (with any further fields), for the key API and the chat page."""
     return JsonResponse({"message": text, **fields}, status=status, headers=headers)

@@ -21,6 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from portal.env import envbool, envint
+
 APP = "portal.asgi:application"
 
 
@@ -44,8 +46,6 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 def server_config(host: str, port: int) -> uvicorn.Config:
     """uvicorn's configuration from the environment, read after Django's settings (and `.env`)."""
-    from portal.settings import envbool, envint
-
     workers = envint("WEB_CONCURRENCY", os.cpu_count() or 1)
     if workers < 1:
         raise ImproperlyConfigured(f"WEB_CONCURRENCY must be at least 1, not {workers}")

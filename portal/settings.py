@@ -10,6 +10,8 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+from portal.env import env, envbool, envchoice, envfloat, envint
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # `make run` writes .env on its first run (DJANGO_DEBUG=1 and a generated DJANGO_SECRET_KEY), so
@@ -18,48 +20,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 ENV_FILE = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
 if ENV_FILE:
     load_dotenv(ENV_FILE, override=False)
-
-
-def env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
-
-
-def envbool(name: str, default: bool) -> bool:
-    value = env(name).lower()
-    if value == "":
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {value!r}")
-
-
-def envint(name: str, default: int) -> int:
-    value = env(name)
-    if value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
-
-
-def envfloat(name: str, default: float) -> float:
-    value = env(name)
-    if value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
-
-
-def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env(name, default) or default
-    if value not in choices:
-        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
 
 
 def dev_secret_key() -> str:
@@ -350,7 +310,11 @@ SPECTACULAR_SETTINGS = {
 
 # --- Tollgate ------------------------------------------------------------------------------------
 
-KEYS_BACKEND = envchoice("KEYS_BACKEND", "local", ("local", "aws"))
+# `local`, `aws`, or the dotted path of a backend class (keys/backends/__init__.py), whose import
+# `manage.py check` tries.
+KEYS_BACKEND = env("KEYS_BACKEND", "local") or "local"
+if KEYS_BACKEND not in ("local", "aws") and "." not in KEYS_BACKEND:
+    raise ImproperlyConfigured(f"KEYS_BACKEND must be local, aws or a backend's dotted path, not {KEYS_BACKEND!r}")
 AWS_DEFAULT_REGION = env("AWS_DEFAULT_REGION", "ap-southeast-1")
 GATEWAY_URL = env("GATEWAY_URL").rstrip("/")
 LLM_BASE_URL = env("LLM_BASE_URL").rstrip("/")

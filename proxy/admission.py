@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
 
 from keys import money, tokens
-from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate
+from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate, usable_key_sql
 from proxy import budget
 from proxy.catalog import ServedModel, catalog
 from proxy.db import QuotaStoreUnavailable, database
@@ -38,7 +38,7 @@ KEY_SQL = (
     "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
     "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens, p.budget "
     f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
-    "WHERE {match} AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > %(now)s)"
+    f"WHERE {{match}} AND {usable_key_sql('k')}"
 )
 KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
 KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")

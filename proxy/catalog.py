@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from keys import money
 from keys.models import Plan
@@ -22,8 +21,9 @@ from proxy import metrics
 from proxy.budget import TokenCount
 from proxy.demo import DemoModel
 from proxy.endpoints import Call
-from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, ENDPOINTS, Fallback, LanguageModel
-from proxy.upstreams import OpenAICompatible, Upstream, UpstreamError
+from proxy.models import DEFAULT_ENDPOINTS, DEFAULT_MAX_MEDIA_TOKENS, ENDPOINTS, LanguageModel
+from proxy.openai_compatible import OpenAICompatible
+from proxy.upstreams import Upstream, UpstreamError
 
 SNAPSHOT_SECONDS = 5.0
 
@@ -132,11 +132,8 @@ def _built_and_closed() -> Catalog:
         close_old_connections()  # this worker thread's connection goes back, as after a request
 
 
+# Forgotten when a row it is built from changes in this process (ProxyConfig.ready connects that).
 snapshot = Snapshot()
-for sender in (LanguageModel, Fallback, Plan):
-    post_save.connect(snapshot.forget, sender=sender, weak=False)
-    post_delete.connect(snapshot.forget, sender=sender, weak=False)
-m2m_changed.connect(snapshot.forget, sender=Plan.models.through, weak=False)
 
 
 async def catalog() -> Catalog:

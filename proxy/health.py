@@ -10,14 +10,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError
 
 from keys.backends import get_backend
 from proxy.catalog import catalog
-from proxy.upstreams import gateway_probe
+from proxy.upstreams import probe_url
 
 FRESH_SECONDS = 5.0
 WAIT_SECONDS = 0.5
@@ -30,8 +29,14 @@ async def probes() -> dict[str, Probe]:
     """What to probe, by the name that /healthz shows: the served models, or in aws mode the
     gateway, which serves the model API there (its models are its business)."""
     if not get_backend().serves_model_api:
-        return {"gateway": partial(gateway_probe, gateway_url=settings.GATEWAY_URL)} if settings.GATEWAY_URL else {}
+        return {"gateway": gateway_probe} if settings.GATEWAY_URL else {}
     return {name: model.client.probe for name, model in (await catalog()).models.items()}
+
+
+async def gateway_probe(*, timeout: float) -> bool:
+    """aws mode: whether API Gateway answers. Without a key it refuses `/query` itself (403), so the
+    probe costs no model call and no quota."""
+    return await probe_url(f"{settings.GATEWAY_URL}/query", headers={}, timeout=timeout)
 
 
 class UpstreamHealth:

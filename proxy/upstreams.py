@@ -1,14 +1,13 @@
-"""The one module that talks to upstreams over HTTP: OpenAI-compatible models and (aws mode) the
-API Gateway in front of the model, through one library, aiohttp (measured with `make bench`: it
-costs a fraction of httpx's CPU per request, which decides whether one machine reaches 1,000
-requests/s).
+"""What the model API's upstream clients share: the interface each answers (`Upstream`, `Answer`), the
+errors they raise, and the connection pool they all go through, one library, aiohttp (measured with
+`make bench`: it costs a fraction of httpx's CPU per request, which decides whether one machine reaches
+1,000 requests/s).
 
-An upstream's answer comes back as it was sent: a whole JSON body as bytes, or a stream of SSE
-events, each as its own bytes. What the pipeline parses of them is its business (proxy/relay.py).
+The clients: proxy/openai_compatible.py (a real model), proxy/demo.py (the built-in one), and
+chat/gateway.py (aws mode: the chat page through API Gateway).
 """
 
 import asyncio
-import codecs
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -95,79 +94,7 @@ def timeouts() -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(sock_connect=settings.LLM_CONNECT_TIMEOUT, sock_read=settings.LLM_READ_TIMEOUT)
 
 
-async def sse_events(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
-    """The events of a `text/event-stream` answer, each as the bytes it came in (its lines and the
-    blank line that ends it). A break before the first event is an UpstreamError (a fallback may
-    answer instead); after it, UpstreamBroken."""
-    started = False
-    event = b""
-    try:
-        async for line in response.content:
-            if line.strip():
-                event += line
-                continue
-            if event:
-                started = True
-                yield event + b"\n"
-                event = b""
-        if event:  # the last event, without its blank line
-            yield event + b"\n"
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        if started:
-            raise UpstreamBroken(f"{what} broke: {type(exc).__name__}") from exc
-        raise UpstreamError.caused_by(f"{what} failed", exc) from exc
-    finally:
-        response.release()
-
-
-async def refused(response: aiohttp.ClientResponse, what: str) -> None:
-    """Raise for an error status; fallbacks are worth trying on a 5xx or a 429 only."""
-    status = response.status
-    if status < 400:
-        return
-    body = b""
-    try:
-        body = await response.content.read(64 * 1024)
-    except (aiohttp.ClientError, TimeoutError):
-        pass
-    finally:
-        response.release()
-    raise UpstreamError(
-        f"{what} answered {status}", retryable=status >= 500 or status == 429, reason=f"http_{status}",
-        status=status, body=body,
-    )  # fmt: skip
-
-
-class OpenAICompatible:
-    def __init__(self, *, base_url: str, api_key: str) -> None:
-        self.base_url = base_url
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-    async def send(self, path: str, payload: dict, *, stream: bool) -> Answer:
-        try:
-            response = await http_session().post(
-                f"{self.base_url}{path}", json=payload, headers=self.headers, timeout=timeouts()
-            )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise UpstreamError.caused_by("upstream unreachable", exc) from exc
-        await refused(response, "upstream")
-        if stream and response.content_type == "text/event-stream":
-            return Answer(events=sse_events(response, "upstream stream"))
-        try:
-            if response.content_type != "application/json":
-                raise UpstreamError("upstream answered something that is not JSON", reason="bad_answer")
-            return Answer(body=await response.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError.caused_by("upstream failed", exc) from exc
-        finally:
-            response.release()
-
-    async def probe(self, *, timeout: float) -> bool:
-        # GET /models: cheap, no tokens spent, and every OpenAI-compatible server has it.
-        return await answers(f"{self.base_url}/models", headers=self.headers, timeout=timeout)
-
-
-async def answers(url: str, *, headers: dict[str, str], timeout: float) -> bool:
+async def probe_url(url: str, *, headers: dict[str, str], timeout: float) -> bool:
     """Whether a server answers a GET of `url` within `timeout` seconds: any status below 500 (a 401
     or a 404 comes from a server that is up). Refused, timed out, or a 5xx: it does not."""
     try:
@@ -175,50 +102,6 @@ async def answers(url: str, *, headers: dict[str, str], timeout: float) -> bool:
             return response.status < 500  # the body is not needed, nor read
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return False
-
-
-class GatewayRefused(Exception):
-    def __init__(self, status: int, retry_after: str | None = None) -> None:
-        super().__init__(status)
-        self.status, self.retry_after = status, retry_after
-
-
-async def gateway_query(*, gateway_url: str, api_key: str, conversation: str, message: str) -> AsyncIterator[str]:
-    """aws mode: the chat page's request relayed to `{GATEWAY_URL}/query`, which API Gateway meters.
-
-    Raises GatewayRefused for the gateway's 403/429 and UpstreamError when it cannot be reached.
-    """
-    try:
-        response = await http_session().get(
-            f"{gateway_url}/query",
-            params={"uuid": conversation, "message": message},
-            headers={"x-api-key": api_key, "Accept": "text/event-stream"},
-            timeout=timeouts(),
-        )
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise UpstreamError.caused_by("gateway unreachable", exc) from exc
-    started = False
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    try:
-        if response.status in (403, 429):
-            raise GatewayRefused(response.status, response.headers.get("Retry-After"))
-        if response.status >= 400:
-            raise UpstreamError(f"gateway answered {response.status}", reason=f"http_{response.status}")
-        async for data in response.content.iter_any():
-            started = True
-            yield text.decode(data)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        if started:
-            raise UpstreamBroken(f"gateway stream broke: {type(exc).__name__}") from exc
-        raise UpstreamError.caused_by("gateway failed", exc) from exc
-    finally:
-        response.release()
-
-
-async def gateway_probe(*, gateway_url: str, timeout: float) -> bool:
-    """aws mode: whether API Gateway answers. Without a key it refuses `/query` itself (403), so
-    the probe costs no model call and no quota."""
-    return await answers(f"{gateway_url}/query", headers={}, timeout=timeout)
 
 
 async def close_clients() -> None:

@@ -2,10 +2,14 @@
 
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import NamedTuple, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from keys.models import ApiKey, Plan
 
@@ -64,12 +68,35 @@ class KeyBackend(Protocol):
         stored; None when Tollgate meters the key itself. Raise BackendUnavailable."""
 
 
+# The short names KEYS_BACKEND accepts; anything else is a dotted path to a KeyBackend class.
+BACKENDS = {"local": "keys.backends.local.LocalBackend", "aws": "keys.backends.aws.AwsBackend"}
+
+
 def get_backend(name: str | None = None) -> KeyBackend:
-    name = name or settings.KEYS_BACKEND
-    if name == "aws":
-        from keys.backends.aws import AwsBackend
+    """The backend that KEYS_BACKEND (or `name`) names: one instance per process, so the aws backend
+    holds one API Gateway client however many keys a page shows."""
+    return _backend(name or settings.KEYS_BACKEND)
 
-        return AwsBackend()
-    from keys.backends.local import LocalBackend
 
-    return LocalBackend()
+@cache
+def _backend(name: str) -> KeyBackend:
+    try:
+        backend_class = import_string(BACKENDS.get(name, name))
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"KEYS_BACKEND {name!r} cannot be imported: {exc}") from exc
+    return backend_class()
+
+
+def backend_forget(**kwargs) -> None:
+    """On `setting_changed` (KeysConfig.ready), whatever the setting: a backend reads its own
+    (AWS_DEFAULT_REGION, a dotted-path backend's), and settings change only in tests."""
+    _backend.cache_clear()
+
+
+def backend_check(**kwargs) -> list[checks.CheckMessage]:
+    """`manage.py check` (and `make run`) refuse a KEYS_BACKEND that names no importable class."""
+    try:
+        get_backend()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="keys.E001")]
+    return []

@@ -9,6 +9,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from keys import services
+from keys.backends import aws
 from keys.models import ApiKey, AuditEvent, Plan
 
 pytestmark = pytest.mark.django_db
@@ -385,3 +386,16 @@ def test_the_admin_plan_list_says_when_api_gateway_cannot_be_read(admin_client, 
 
     assert response.status_code == HTTPStatus.OK
     assert "Could not refresh the plans" in response.content.decode()
+
+
+def test_one_api_gateway_client_serves_every_key_and_every_page(apigw, alice_client, gold, silver, monkeypatch):
+    made = []
+    real = aws.make_client
+    monkeypatch.setattr(aws, "make_client", lambda: made.append(1) or real())
+
+    create(alice_client, "Gold")
+    create(alice_client, "Silver")
+    for page in ("/", "/keys/", "/api/keys/"):  # each asks API Gateway for each key's usage
+        assert alice_client.get(page).status_code == HTTPStatus.OK
+
+    assert len(made) == 1

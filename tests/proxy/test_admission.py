@@ -1,11 +1,14 @@
 import asyncio
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
 
 from keys.models import Plan, Usage
-from proxy.admission import admit, format_duration, give_back
+from proxy import admission
+from proxy.admission import ADMIT_SQL, USED_SQL, Outcome, admit, format_duration, give_back
+from proxy.db import database
 from proxy.endpoints.chat import text_call
 from tests.asgi import fetch, portal
 
@@ -137,3 +140,37 @@ def test_a_per_second_throttle_answers_too_many_requests(alice, make_plan, make_
     assert statuses[2]["Retry-After"] == "1"
     assert "x-should-retry" not in statuses[2].headers
     assert Usage.objects.get(key=key).requests == 2
+
+
+class RoomMadeMeanwhile:
+    """The database as a race can leave it: the admission statement finds the window full, and by the
+    time admission reads the counts, requests given back and reservations settled have made room."""
+
+    async def one(self, sql: str, params: dict) -> dict | None:
+        if sql == ADMIT_SQL:
+            return None
+        if sql == USED_SQL:
+            return {"requests": 0, "tokens": 0, "spent": 0}
+        return await database().one(sql, params)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "limits, outcome",
+    [
+        ({}, Outcome.LIMITED),
+        ({"token_quota": 1000}, Outcome.TOKENS_LIMITED),
+        ({"budget": Decimal("5")}, Outcome.BUDGET_LIMITED),
+    ],
+    ids=["requests", "tokens", "money"],
+)
+def test_a_refusal_names_a_limit_the_plan_has_when_room_was_made_meanwhile(
+    alice, make_plan, make_key, monkeypatch, limits, outcome
+):
+    key, _ = make_key(alice, make_plan(quota=5, **limits))
+    monkeypatch.setattr(admission, "database", RoomMadeMeanwhile)
+
+    refused = admit_request(key, utc(2026, 5, 1, 12))
+
+    assert refused.outcome is outcome
+    assert refused.refusal_text.startswith("Limit Exceeded: ")  # it raised for a plan without a money budget

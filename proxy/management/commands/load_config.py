@@ -4,7 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from proxy.config import ConfigError, config_load
+from proxy.config_apply import config_load
+from proxy.config_check import ConfigError
 
 
 class Command(BaseCommand):

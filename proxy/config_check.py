@@ -1,21 +1,19 @@
-"""`tollgate.toml`: the model catalog and the plans as code, loaded by `manage.py load_config`.
-
-The whole file is checked before anything is written, so a bad file changes nothing. A good one is
-applied in one transaction, by name, and writes only what differs: loading it twice writes nothing.
+"""`tollgate.toml` checked: read, and every [[model]] and [[plan]] table held to its schema, so that a bad
+file is refused as a whole, with a message naming the entry and the field, before anything is written.
+Writing what a good file says is proxy/config_apply.py.
 """
 
 import json
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
-from django.utils import timezone
+from django.db import models
 
 from keys import money
 from keys.backends import get_backend
@@ -165,7 +163,7 @@ PLAN = Schema(
 
 
 @dataclass
-class Entry:
+class CheckedTable:
     """One [[model]] or [[plan]] table, checked: its field values, and the model names it links to."""
 
     name: str
@@ -173,46 +171,23 @@ class Entry:
     links: list[str]  # a model's fallbacks, in order; the models a plan grants
 
 
-@dataclass
-class Tally:
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deactivated: int = 0
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A file whose every table passed its checks; its links to other models are checked by `links_check`."""
 
-    def add(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
-            f"{self.deactivated} deactivated"
-        )
+    models: list[CheckedTable]
+    plans: list[CheckedTable]
 
 
-@dataclass
-class Summary:
-    models: Tally = field(default_factory=Tally)
-    plans: Tally = field(default_factory=Tally)
-
-
-def config_load(*, path: Path, prune: bool = False) -> Summary:
-    """Upsert the models and plans of the file at `path`; `prune` deactivates those it does not name."""
+def config_check(*, path: Path) -> CheckedConfig:
+    """The file at `path`, read and checked table by table. Raises ConfigError naming the first problem."""
     document = config_read(path=path)
-    model_entries = _entries(document, MODEL)
-    plan_entries = _entries(document, PLAN)
+    checked = CheckedConfig(models=_entries(document, MODEL), plans=_entries(document, PLAN))
     if not get_backend().serves_model_api:  # API Gateway counts requests; nothing would keep a budget
-        for entry in plan_entries:
+        for entry in checked.plans:
             if entry.values["budget"] is not None:
                 raise ConfigError(f'plan "{entry.name}": budget: the aws backend counts requests only, not money')
-    try:
-        # The links are checked against the rows in the transaction that writes, so they cannot go stale.
-        with transaction.atomic():
-            _check_links(model_entries, plan_entries)
-            return _apply(model_entries, plan_entries, prune=prune)
-    except IntegrityError as exc:
-        # Only a race gets here: someone made a row of the same name meanwhile. All of it was rolled back.
-        raise ConfigError(f"the database refused it, as the rows changed meanwhile ({exc}); load it again") from exc
+    return checked
 
 
 def config_read(*, path: Path) -> dict[str, Any]:
@@ -231,11 +206,11 @@ def config_read(*, path: Path) -> dict[str, Any]:
     return document
 
 
-def _entries(document: dict, schema: Schema) -> list[Entry]:
+def _entries(document: dict, schema: Schema) -> list[CheckedTable]:
     tables = document.get(schema.table, [])
     if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
         raise ConfigError(f"{schema.table} must be a list of tables: write each one under [[{schema.table}]]")
-    entries: dict[str, Entry] = {}
+    entries: dict[str, CheckedTable] = {}
     for number, table in enumerate(tables, 1):
         entry = _entry(schema, number, table)
         if entry.name in entries:
@@ -244,7 +219,7 @@ def _entries(document: dict, schema: Schema) -> list[Entry]:
     return list(entries.values())
 
 
-def _entry(schema: Schema, number: int, table: dict) -> Entry:
+def _entry(schema: Schema, number: int, table: dict) -> CheckedTable:
     given = table.get("name")
     label = f'{schema.table} "{given}"' if isinstance(given, str) and given.strip() else f"{schema.table} #{number}"
     for key in table:
@@ -268,7 +243,7 @@ def _entry(schema: Schema, number: int, table: dict) -> Entry:
         row.full_clean(validate_unique=False)
     except ValidationError as exc:
         raise ConfigError(f"{label}: {_first_problem(exc, schema, table)}") from None
-    return Entry(values["name"], {attr: getattr(row, attr) for attr in values}, links)
+    return CheckedTable(values["name"], {attr: getattr(row, attr) for attr in values}, links)
 
 
 def _first_problem(error: ValidationError, schema: Schema, table: dict) -> str:
@@ -279,7 +254,10 @@ def _first_problem(error: ValidationError, schema: Schema, table: dict) -> str:
     return f"{key} {_shown(table.get(key))} is refused: {messages[0]}"
 
 
-def _check_links(model_entries: list[Entry], plan_entries: list[Entry]) -> None:
+def links_check(checked: CheckedConfig) -> None:
+    """The fallbacks and grants name models that exist (in the file or the database) and make no cycle.
+    Call it in the transaction that writes, so that the rows it reads cannot go stale."""
+    model_entries, plan_entries = checked.models, checked.plans
     known = {entry.name for entry in model_entries} | set(LanguageModel.objects.values_list("name", flat=True))
     for entry in model_entries:
         for to in entry.links:
@@ -314,58 +292,3 @@ def _cycle_through(start: str, graph: dict[str, list[str]]) -> list[str] | None:
                 seen.add(to)
                 paths.append([*path, to])
     return None
-
-
-def _apply(model_entries: list[Entry], plan_entries: list[Entry], *, prune: bool) -> Summary:
-    summary = Summary()
-    rows = [(_upsert(LanguageModel, entry), entry) for entry in model_entries]
-    ids = dict(LanguageModel.objects.values_list("name", "id"))
-    # Fallbacks only once every model has its row, as they may point forward in the file.
-    for (row, outcome), entry in rows:
-        if _set_fallbacks(row, [ids[to] for to in entry.links]) and outcome == "unchanged":
-            row.save(update_fields=["updated"])  # `updated` says when the model's settings last changed
-            outcome = "updated"
-        summary.models.add(outcome)
-    for entry in plan_entries:
-        row, outcome = _upsert(Plan, entry)
-        if _set_grants(row, {ids[granted] for granted in entry.links}) and outcome == "unchanged":
-            outcome = "updated"
-        summary.plans.add(outcome)
-    if prune:
-        named_models = [entry.name for entry in model_entries]
-        summary.models.deactivated = (
-            LanguageModel.objects.filter(active=True)
-            .exclude(name__in=named_models)
-            .update(active=False, updated=timezone.now())
-        )
-        named_plans = [entry.name for entry in plan_entries]
-        summary.plans.deactivated = Plan.objects.filter(active=True).exclude(name__in=named_plans).update(active=False)
-    return summary
-
-
-def _upsert(db_model: type[models.Model], entry: Entry) -> tuple[Any, str]:
-    row = db_model.objects.select_for_update().filter(name=entry.name).first()
-    if row is None:
-        return db_model.objects.create(**entry.values), "created"
-    changed = {attr: value for attr, value in entry.values.items() if getattr(row, attr) != value}
-    if not changed:
-        return row, "unchanged"
-    for attr, value in changed.items():
-        setattr(row, attr, value)
-    row.save()
-    return row, "updated"
-
-
-def _set_fallbacks(row: LanguageModel, wanted: list[int]) -> bool:
-    if list(row.fallback_links.order_by("position").values_list("to_id", flat=True)) == wanted:
-        return False
-    row.fallback_links.all().delete()
-    Fallback.objects.bulk_create(Fallback(model=row, to_id=to, position=i) for i, to in enumerate(wanted))
-    return True
-
-
-def _set_grants(row: Plan, wanted: set[int]) -> bool:
-    if set(row.models.values_list("id", flat=True)) == wanted:
-        return False
-    row.models.set(wanted)
-    return True
