@@ -13,8 +13,8 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from activity.models import RequestLog
 from chat import conversations
+from chat.gateway import GatewayRefused, gateway_query, gateway_relay
 from chat.models import Conversation
 from keys import money
 from keys.backends import get_backend
@@ -28,7 +28,7 @@ from proxy.ledger import ledger
 from proxy.meter import Meter
 from proxy.pipeline import text_stream
 from proxy.relay import OnDone, Relayed
-from proxy.upstreams import GatewayRefused, UpstreamError, gateway_query
+from proxy.upstreams import UpstreamError
 from proxy.validation import MAX_MESSAGE_CHARS
 
 KEY_UNUSABLE = "This key is revoked or expired. Pick another key."
@@ -231,17 +231,3 @@ async def _via_gateway(value: str, conversation: Conversation, text: str) -> Htt
     except UpstreamError:
         return message_response("The gateway did not answer.", HTTPStatus.BAD_GATEWAY)
     return _stream_response(conversation, gateway_relay(first, stream, _keep_answer(conversation)), {})
-
-
-async def gateway_relay(first: str, stream, on_done: OnDone):
-    """The gateway's answer as it comes; the turn is kept when it ends, however it ends."""
-    relayed = Relayed(parts=[first])
-    try:
-        yield first.encode()
-        async for text in stream:
-            relayed.parts.append(text)
-            yield text.encode()
-        relayed.outcome = RequestLog.Outcome.OK
-    finally:
-        await stream.aclose()
-        await on_done(relayed)

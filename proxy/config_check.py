@@ -32,68 +32,68 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _refused(expected: str, value: Any) -> ValueError:
+def _must_be(expected: str, value: Any) -> ValueError:
     return ValueError(f"must be {expected}, not {_shown(value)}")
 
 
 def text(value: Any) -> str:
     if not isinstance(value, str):
-        raise _refused("a string", value)
+        raise _must_be("a string", value)
     return value
 
 
 def nonblank(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _refused("a non-empty string", value)
+        raise _must_be("a non-empty string", value)
     return value
 
 
 def http_url(value: Any) -> str:
     if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
-        raise _refused("an http:// or https:// URL", value)
+        raise _must_be("an http:// or https:// URL", value)
     return value
 
 
 def count(value: Any) -> int:
     # In Python a bool is an int, but `rate = true` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _refused("a whole number", value)
+        raise _must_be("a whole number", value)
     if value < 1:
-        raise _refused("at least 1", value)
+        raise _must_be("at least 1", value)
     return value
 
 
 def price(value: Any) -> Decimal:
     """Money, as a decimal string ("0.15") or a number, with at most 6 decimals, never below zero."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _refused('a decimal string such as "0.15"', value)
+        raise _must_be('a decimal string such as "0.15"', value)
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise _refused('a decimal string such as "0.15"', value) from None
+        raise _must_be('a decimal string such as "0.15"', value) from None
     if not amount.is_finite() or amount < 0:
-        raise _refused("zero or more", value)
+        raise _must_be("zero or more", value)
     if -amount.as_tuple().exponent > money.DECIMALS:
-        raise _refused(f"at most {money.DECIMALS} decimals", value)
+        raise _must_be(f"at most {money.DECIMALS} decimals", value)
     return amount
 
 
 def flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _refused("true or false", value)
+        raise _must_be("true or false", value)
     return value
 
 
 def period(value: Any) -> str:
     if value not in Plan.Period.values:
-        raise _refused("DAY, WEEK or MONTH", value)
+        raise _must_be("DAY, WEEK or MONTH", value)
     return value
 
 
 def names(what: str) -> Callable[[Any], list[str]]:
     def check(value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            raise _refused(f"a list of {what}", value)
+            raise _must_be(f"a list of {what}", value)
         for item in value:
             if value.count(item) > 1:
                 raise ValueError(f'names "{item}" twice')

@@ -36,7 +36,7 @@ async def sse_events(response: aiohttp.ClientResponse, what: str) -> AsyncIterat
         response.release()
 
 
-async def refused(response: aiohttp.ClientResponse, what: str) -> None:
+async def raise_for_status(response: aiohttp.ClientResponse, what: str) -> None:
     """Raise for an error status; fallbacks are worth trying on a 5xx or a 429 only."""
     status = response.status
     if status < 400:
@@ -66,7 +66,7 @@ class OpenAICompatible:
             )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise UpstreamError.caused_by("upstream unreachable", exc) from exc
-        await refused(response, "upstream")
+        await raise_for_status(response, "upstream")
         if stream and response.content_type == "text/event-stream":
             return Answer(events=sse_events(response, "upstream stream"))
         try:

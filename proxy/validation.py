@@ -36,14 +36,14 @@ class InvalidRequest(Exception):
 Check = Callable[[str, Any], Any]
 
 
-def _refused(name: str, expected: str) -> InvalidRequest:
+def _must_be(name: str, expected: str) -> InvalidRequest:
     return InvalidRequest(f"`{name}` must be {expected}.", code="invalid_value", param=name)
 
 
 def number(low: float, high: float) -> Check:
     def check(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            raise _refused(name, f"a number from {low:g} to {high:g}")
+            raise _must_be(name, f"a number from {low:g} to {high:g}")
         return value
 
     return check
@@ -52,7 +52,7 @@ def number(low: float, high: float) -> Check:
 def integer(low: int, high: int) -> Check:
     def check(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _refused(name, f"a whole number from {low} to {high}")
+            raise _must_be(name, f"a whole number from {low} to {high}")
         return value
 
     return check
@@ -61,7 +61,7 @@ def integer(low: int, high: int) -> Check:
 def of_type(kinds: type | tuple[type, ...], expected: str) -> Check:
     def check(name: str, value: Any) -> Any:
         if not isinstance(value, kinds):
-            raise _refused(name, expected)
+            raise _must_be(name, expected)
         return value
 
     return check
@@ -72,13 +72,13 @@ def stop_sequences(name: str, value: Any) -> Any:
         return value
     if isinstance(value, list) and len(value) <= MAX_STOP_SEQUENCES and all(isinstance(s, str) for s in value):
         return value
-    raise _refused(name, f"a string or a list of at most {MAX_STOP_SEQUENCES} strings")
+    raise _must_be(name, f"a string or a list of at most {MAX_STOP_SEQUENCES} strings")
 
 
 def logit_bias(name: str, value: Any) -> Any:
     expected = f"an object of at most {MAX_LOGIT_BIAS} token ids, each with a bias from -100 to 100"
     if not isinstance(value, dict) or len(value) > MAX_LOGIT_BIAS:
-        raise _refused(name, expected)
+        raise _must_be(name, expected)
     for token, bias in value.items():
         if (
             not (token.isascii() and token.isdigit())
@@ -86,13 +86,13 @@ def logit_bias(name: str, value: Any) -> Any:
             or not isinstance(bias, int | float)
             or not -100 <= bias <= 100
         ):
-            raise _refused(name, expected)
+            raise _must_be(name, expected)
     return value
 
 
 def stream_options(name: str, value: Any) -> Any:
     if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
-        raise _refused(name, 'an object such as {"include_usage": true}')
+        raise _must_be(name, 'an object such as {"include_usage": true}')
     return value
 
 
@@ -173,7 +173,7 @@ def model_name(value: Any, *, param: str = "model") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_MODEL_NAME or "\x00" in value:
-        raise _refused(param, f"a model's name (at most {MAX_MODEL_NAME} characters)")
+        raise _must_be(param, f"a model's name (at most {MAX_MODEL_NAME} characters)")
     return value
 
 
