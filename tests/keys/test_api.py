@@ -9,6 +9,7 @@ from keys import tokens
 from keys.backends.local import LocalBackend
 from keys.errors import BackendUnavailable
 from keys.models import ApiKey, AuditEvent, Usage
+from tests.keys.plans import listed_plan
 from tests.metering import charged
 
 pytestmark = pytest.mark.django_db
@@ -23,17 +24,7 @@ def test_plans_are_listed(alice_client):
     assert response.status_code == HTTPStatus.OK
     plans = response.json()
     assert [p["name"] for p in plans] == ["10RequestPerDay", "20RequestPerDay", "30RequestPerDay"]
-    assert plans[0] == {
-        "name": "10RequestPerDay",
-        "quota": 10,
-        "period": "DAY",
-        "rate_limit": None,
-        "burst_limit": None,
-        "token_quota": None,
-        "max_output_tokens": None,
-        "budget": None,
-        "description": plans[0]["description"],
-    }
+    assert plans[0] == listed_plan("10RequestPerDay", 10, description=plans[0]["description"])
 
 
 def test_plans_list_their_token_budget_and_output_cap(alice_client, make_plan):

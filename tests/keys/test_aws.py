@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from keys import services
 from keys.backends import aws
 from keys.models import ApiKey, AuditEvent, Plan
+from tests.keys.plans import listed_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -93,28 +94,8 @@ def test_plans_are_the_usage_plans_in_api_gateway(alice_client, gold, silver):
     response = alice_client.get("/api/plan")
     assert response.status_code == HTTPStatus.OK
     listed_silver, listed_gold = response.json()
-    assert listed_silver == {
-        "name": "Silver",
-        "quota": 50,
-        "period": "WEEK",
-        "rate_limit": 2,
-        "burst_limit": 5,
-        "token_quota": None,
-        "max_output_tokens": None,
-        "budget": None,
-        "description": "",
-    }
-    assert listed_gold == {
-        "name": "Gold",
-        "quota": 100,
-        "period": "DAY",
-        "rate_limit": None,
-        "burst_limit": None,
-        "token_quota": None,
-        "max_output_tokens": None,
-        "budget": None,
-        "description": "For teams.",
-    }
+    assert listed_silver == listed_plan("Silver", 50, period="WEEK", rate_limit=2, burst_limit=5)
+    assert listed_gold == listed_plan("Gold", 100, description="For teams.")
 
 
 def test_a_plan_mirrored_from_api_gateway_has_no_token_budget(alice_client, gold):
