@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.test import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from loopback.servers import ROOT, tollgate_server
 
@@ -99,20 +99,30 @@ def new_page(chromium: Browser, tollgate: str, request: pytest.FixtureRequest) -
     pages: list[Page] = []
 
     def make(user=None, **options) -> Page:
-        context = chromium.new_context(base_url=tollgate, **options)
-        context.set_default_timeout(10_000)
-        if user is not None:
-            context.add_cookies([session_cookie(user, tollgate)])
-        page = context.new_page()
+        page = browser_context(chromium, tollgate, user, **options).new_page()
         pages.append(page)
         return page
 
     yield make
+    closed_after(request, pages, lambda page: page.context.close())
+
+
+def browser_context(chromium: Browser, tollgate: str, user=None, **options) -> BrowserContext:
+    """A fresh browser context on Tollgate, signed in as `user` if one is given."""
+    context = chromium.new_context(base_url=tollgate, **options)
+    context.set_default_timeout(10_000)
+    if user is not None:
+        context.add_cookies([session_cookie(user, tollgate)])
+    return context
+
+
+def closed_after(request: pytest.FixtureRequest, pages: list[Page], close: Callable[[Page], None]) -> None:
+    """At a test's end: its pages' screenshots kept, then each page closed as `close` says."""
     try:
         keep_screenshots(request, pages)
     finally:
         for page in pages:
-            page.context.close()
+            close(page)
 
 
 def keep_screenshots(request: pytest.FixtureRequest, pages: list[Page]) -> None:

@@ -28,7 +28,7 @@ from keys import services
 from keys.models import Plan, Usage
 from proxy.models import LanguageModel
 from tests.conftest import PASSWORD, SEED, enrol_totp
-from tests.e2e.conftest import keep_screenshots, session_cookie
+from tests.e2e.conftest import browser_context, closed_after
 
 # The tests only browse: what the pages show is made once for the module (`world`) and emptied at
 # its end. `available_apps=[]` tells Django's TransactionTestCase that no test writes a table itself,
@@ -151,9 +151,7 @@ def signed_in(world, django_db_blocker, chromium: Browser, tollgate: str) -> Ite
     contexts = {}
     with django_db_blocker.unblock():
         for user in get_user_model().objects.all():
-            contexts[user.email] = context = chromium.new_context(base_url=tollgate)
-            context.set_default_timeout(10_000)
-            context.add_cookies([session_cookie(user, tollgate)])
+            contexts[user.email] = browser_context(chromium, tollgate, user)
     yield contexts
     for context in contexts.values():
         context.close()
@@ -165,23 +163,18 @@ def open_page(signed_in, chromium: Browser, tollgate: str, request) -> Iterator[
     pages: list[Page] = []
 
     def make(email: str | None) -> Page:
-        if email is None:
-            context = chromium.new_context(base_url=tollgate)
-            context.set_default_timeout(10_000)
-        else:
-            context = signed_in[email]
+        context = browser_context(chromium, tollgate) if email is None else signed_in[email]
         pages.append(page := context.new_page())
         return page
 
+    def close(page: Page) -> None:
+        if page.context in signed_in.values():
+            page.close()  # the shared context stays open for the module's other pages
+        else:
+            page.context.close()
+
     yield make
-    try:
-        keep_screenshots(request, pages)
-    finally:
-        for page in pages:
-            if page.context in signed_in.values():
-                page.close()
-            else:
-                page.context.close()
+    closed_after(request, pages, close)
 
 
 # --- how each page and state is reached ----------------------------------------------------------

@@ -107,12 +107,7 @@ def test_a_new_user_signs_up_makes_a_key_and_chats_until_the_limit(new_page, tol
     # Spend the rest through the API, then one more on the page: the banner says why, the bar agrees,
     # and the message is kept to send later.
     spend(secret, 8)
-    page.get_by_label("Message").fill("One too many")
-    page.get_by_role("button", name="Send").click()
-    banner = page.get_by_role("alert")
-    expect(banner).to_contain_text("Limit Exceeded")
-    expect(banner).to_contain_text("resets in")
-    expect(page.get_by_label("Message")).to_have_value("One too many")
+    send_refused(page, "One too many", "resets in")
     expect(page.locator("#log .bubble-user")).to_have_count(2)
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
     expect(usage_text(page)).to_contain_text("10 of 10 used")
@@ -181,13 +176,7 @@ def test_a_token_budget_that_cannot_cover_a_message_shows_the_limit_banner_with_
     page = new_page(user=alice)
 
     page.goto("/chat/")
-    page.get_by_label("Message").fill("Anything at all")
-    page.get_by_role("button", name="Send").click()
-
-    banner = page.get_by_role("alert")
-    expect(banner).to_contain_text("Limit Exceeded")
-    expect(banner).to_contain_text("token budget has 1 tokens left")
-    expect(page.get_by_label("Message")).to_have_value("Anything at all")
+    send_refused(page, "Anything at all", "token budget has 1 tokens left")
     expect(page.locator("#log .bubble-user")).to_have_count(0)
     expect(usage_text(page).first).to_contain_text("0 of 10 used")
 
@@ -248,3 +237,14 @@ def test_a_model_picked_on_the_chat_page_answers_and_its_conversation_keeps_it(
     assert conversation.model == "standin" and conversation.messages.count() == 2
     assert Usage.objects.get(key=key).requests == 1
     assert standin.calls == 1
+
+
+def send_refused(page: Page, text: str, reason: str) -> None:
+    """Send `text` and see it refused: the banner says "Limit Exceeded" and why, and the message
+    stays in the box, to send later."""
+    page.get_by_label("Message").fill(text)
+    page.get_by_role("button", name="Send").click()
+    banner = page.get_by_role("alert")
+    expect(banner).to_contain_text("Limit Exceeded")
+    expect(banner).to_contain_text(reason)
+    expect(page.get_by_label("Message")).to_have_value(text)
