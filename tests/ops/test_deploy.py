@@ -347,6 +347,7 @@ def test_1000_racing_requests_through_nginx_admit_exactly_the_quota(two_instance
     assert (statuses.count(HTTPStatus.OK), statuses.count(HTTPStatus.TOO_MANY_REQUESTS)) == (30, 970)
     assert standin.calls == 30
     assert Usage.objects.get(key=key).requests == 30
+    assert wait_until(lambda: RequestLog.objects.filter(key=key).count() == 1000)  # each logged once, by its ledger
     # Both instances answered: nginx spread the requests.
     answered_by = {line.split()[3] for line in stack.access_log() if line.startswith("GET /query ")}
     assert answered_by == {f"127.0.0.1:{i.port}" for i in stack.instances}
@@ -355,7 +356,7 @@ def test_1000_racing_requests_through_nginx_admit_exactly_the_quota(two_instance
 @pytest.mark.live
 @pytest.mark.parametrize("path", ["/query", "/v1/chat/completions"])
 def test_a_stream_through_nginx_arrives_as_the_model_produces_it(stack, standin, alice, make_plan, make_key, path):
-    _, secret = make_key(alice, make_plan(quota=10))
+    key, secret = make_key(alice, make_plan(quota=10))
     standin.gap = 0.25
     if path == "/query":
         request = {"method": "GET", "url": path, "params": {"message": "hi"}}
@@ -370,6 +371,8 @@ def test_a_stream_through_nginx_arrives_as_the_model_produces_it(stack, standin,
     # The first words were here before the model had produced its last: nginx held nothing back.
     assert first_at < standin.sent_at[-1]
     assert (body.decode() == standin.text) if path == "/query" else body.endswith(b"data: [DONE]\n\n")
+    # Its row is written (by the instance's ledger) before the test's database is emptied under it.
+    assert wait_until(lambda: RequestLog.objects.filter(key=key, outcome=RequestLog.Outcome.OK).exists())
 
 
 @pytest.mark.live
