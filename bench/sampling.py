@@ -60,16 +60,10 @@ def stacks(files: list[Path]) -> Counter:
 
 
 def frame_name(frame: str) -> str:
-    """`handle (proxy/app.py:93)` as `proxy/app.py handle`, the line dropped so one function is one name."""
+    """`handle (proxy/app.py:93)` as `proxy/app.py handle`: the line dropped, so one function is one
+    name (py-spy already gives paths relative to their package or this checkout)."""
     function, _, where = frame.partition(" (")
-    path = where.rsplit(":", 1)[0].rstrip(")")
-    for marker in ("site-packages/", "/lib/python3."):
-        if marker in path:
-            path = path.split(marker, 1)[1].split("/", 1)[-1] if marker.startswith("/lib") else path.split(marker, 1)[1]
-            break
-    else:
-        path = path.split("/work/", 1)[-1].split("/", 2)[-1] if "/work/" in path else path
-    return f"{path} {function}"
+    return f"{where.rsplit(':', 1)[0]} {function}"
 
 
 def summary(files: list[Path], top: int = 15) -> list[str]:

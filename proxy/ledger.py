@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ SETTLE_SQL = (
     "spent = spent - %(reserved_money)s + %(cost)s "
     "WHERE key_id = %(key_id)s AND window_start = %(window_start)s RETURNING tokens, spent"
 )
-SETTLED = ("reserved", "charged", "reserved_money", "cost")
 # When each key was last used: once per key and batch, and never backwards (the ledger of another
 # worker may have written a later time). Off the hot path: every request of a burst would otherwise
 # queue on the key's row lock.
@@ -223,13 +223,11 @@ class Ledger:
         """The batch's statements. Settlements are summed per key and window, one row update each,
         and come last: on PostgreSQL the hot usage row is then locked from that update to the
         commit, not for the whole batch, so admissions of the same key do not queue behind it."""
-        settlements: dict[tuple[int, date], dict] = {}
+        settlements: dict[tuple[int, date], Counter] = {}
         used: dict[int, datetime] = {}
         for e in entries:
             if e.reserved is not None:
-                summed = settlements.setdefault((e.key_id, e.window_start), dict.fromkeys(SETTLED, 0))
-                for name, value in e.settlement().items():
-                    summed[name] += value
+                settlements.setdefault((e.key_id, e.window_start), Counter()).update(e.settlement())
             if e.admitted:
                 used[e.key_id] = max(e.at, used.get(e.key_id, e.at))
         touches = [{"key_id": key_id, "at": at} for key_id, at in sorted(used.items())]
