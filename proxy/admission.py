@@ -5,6 +5,11 @@ upsert against the key's usage row for the window (`ADMIT_SQL`), so N racing req
 admit exactly R, on SQLite and PostgreSQL, across any number of processes. Never read-then-write.
 The same statement reserves the request's tokens (proxy/budget.py) against the plan's token
 budget, so the budget is exact in the same way.
+
+A process remembers the terms of the keys it admitted lately (their plan's quota, budgets, limits),
+so a key's next request is that one statement and no lookup. The statement admits only while the
+key is usable and it and its plan still read as remembered (`TERMS_HOLD_SQL`): a revocation, a new
+secret or a changed plan, made anywhere, applies to the very next request.
 """
 
 import enum
@@ -33,23 +38,34 @@ __all__ = ["Admission", "KeyTerms", "Outcome", "QuotaStoreUnavailable", "admit",
 
 KEYS, PLANS, USAGE = ApiKey._meta.db_table, Plan._meta.db_table, Usage._meta.db_table
 
+# KeyTerms' fields as the key `k` and its plan `p` hold them.
+TERMS = {
+    "key_id": "k.id", "digest": "k.digest", "owner_id": "k.owner_id", "plan_id": "p.id", "plan_name": "p.name",
+    "quota": "p.quota", "period": "p.period", "rate_limit": "p.rate_limit", "burst_limit": "p.burst_limit",
+    "token_quota": "p.token_quota", "max_output_tokens": "p.max_output_tokens", "budget": "p.budget",
+}  # fmt: skip
+USABLE_KEY = f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id WHERE {{match}} AND {usable_key_sql('k')}"
 # A usable key with its plan's terms.
-KEY_SQL = (
-    "SELECT k.id AS key_id, k.owner_id, p.id AS plan_id, p.name AS plan_name, p.quota, p.period, "  # noqa: S608
-    "p.rate_limit, p.burst_limit, p.token_quota, p.max_output_tokens, p.budget "
-    f"FROM {KEYS} k JOIN {PLANS} p ON p.id = k.plan_id "
-    f"WHERE {{match}} AND {usable_key_sql('k')}"
-)
+KEY_SQL = "SELECT " + ", ".join(f"{column} AS {name}" for name, column in TERMS.items()) + " " + USABLE_KEY
 KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
 KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")
+# The terms an admission is decided on still hold: the key is usable, and it and its plan still read
+# as they did when the terms were read (`held_<field>`), a NULL equal to a NULL.
+HELD_TERMS = " AND ".join(
+    f"{column} = %(key_id)s" if name == "key_id" else f"{column} IS NOT DISTINCT FROM %(held_{name})s"
+    for name, column in TERMS.items()
+)
+TERMS_HOLD_SQL = "EXISTS (SELECT 1 " + USABLE_KEY.replace("{match}", HELD_TERMS) + ")"
 
-# The admission: count one request and reserve its tokens and its money if the window has room for
-# all three. The conflict target is the (key, window_start) unique constraint; the first request of a
-# window inserts the row in the same statement, and a full window returns no row and changes nothing.
+# The admission: count one request and reserve its tokens and its money if the key's terms still
+# hold and the window has room for all three. The conflict target is the (key, window_start) unique
+# constraint; the first request of a window inserts the row in the same statement, and a full window
+# (or terms that no longer hold) returns no row and changes nothing.
 # A NULL budget is no budget (the CASTs let PostgreSQL type a NULL parameter).
 ADMIT_SQL = (
     f"INSERT INTO {USAGE} (key_id, window_start, requests, tokens, spent) "  # noqa: S608
     "SELECT %(key_id)s, %(window_start)s, 1, %(reserve)s, %(reserve_money)s WHERE %(quota)s > 0 "
+    f"AND {TERMS_HOLD_SQL} "
     "AND (CAST(%(budget)s AS BIGINT) IS NULL OR %(reserve)s <= %(budget)s) "
     "AND (CAST(%(money)s AS BIGINT) IS NULL OR %(reserve_money)s <= %(money)s) "
     f"ON CONFLICT (key_id, window_start) DO UPDATE SET requests = {USAGE}.requests + 1, "
@@ -72,6 +88,7 @@ class KeyTerms:
     """A usable key as the hot path sees it: its ids and its plan's terms."""
 
     key_id: int
+    digest: str
     owner_id: int
     plan_id: int
     plan_name: str
@@ -235,6 +252,19 @@ async def authenticate(
     return KeyTerms(**row) if row else None
 
 
+# The terms of keys this process admitted requests of lately, by digest: the next request of such a
+# key is one statement, the admission, which holds only while the terms do (TERMS_HOLD_SQL).
+REMEMBERED_KEYS = 10_000  # past this many, the key remembered longest ago is forgotten
+_remembered: dict[str, KeyTerms] = {}
+
+
+def _remember(key: KeyTerms) -> None:
+    _remembered.pop(key.digest, None)
+    _remembered[key.digest] = key
+    if len(_remembered) > REMEMBERED_KEYS:
+        del _remembered[next(iter(_remembered))]
+
+
 async def admit(
     *,
     call: Call,
@@ -245,11 +275,34 @@ async def admit(
 ) -> Admission:
     """Authenticate, check the model, throttle, then count one request and reserve its tokens;
     in that order, so that nothing refused is counted.
+
+    A key presented lately is decided on the terms remembered for it; anything but an admission is
+    then checked against the database's terms, and decided again on them if they changed.
     Raises QuotaStoreUnavailable: callers fail closed."""
     now = now or timezone.now()
-    key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
+    remembered = (
+        _remembered.get(tokens.digest(presented)) if key_id is None and tokens.is_well_formed(presented) else None
+    )
+    if remembered is not None:
+        admission = await _admit(remembered, call, now)
+        if admission.admitted:
+            return admission
+        key = await authenticate(presented=presented, now=now)
+        if key == remembered:
+            return admission
+        _remembered.pop(remembered.digest, None)
+    else:
+        key = await authenticate(presented=presented, key_id=key_id, owner_id=owner_id, now=now)
     if key is None:
         return Admission(Outcome.FORBIDDEN, now, endpoint=call.endpoint.name)
+    admission = await _admit(key, call, now)
+    if admission.admitted and key_id is None:
+        _remember(key)
+    return admission
+
+
+async def _admit(key: KeyTerms, call: Call, now: datetime) -> Admission:
+    """`call` decided on the terms `key`: counted and reserved for only while they still hold."""
     served = await catalog()
     model = served.granted(key.plan_id, call.model)
     route = served.route(model, call.endpoint.name) if model else ()
@@ -285,7 +338,8 @@ async def admit(
         return Admission(Outcome.THROTTLED, **_counts(used), resets_at=now + timedelta(seconds=1), **terms)
     money_budget = key.budget_units
     counted = {
-        **window, "quota": key.quota, "budget": key.token_quota, "reserve": reserved, "money": money_budget,
+        **window, **_held(key), "now": now,
+        "quota": key.quota, "budget": key.token_quota, "reserve": reserved, "money": money_budget,
         # Past the budget it is refused whatever its size: no larger number need reach SQL.
         "reserve_money": reserved_money if money_budget is None else min(reserved_money, money_budget + 1),
     }  # fmt: skip
@@ -321,6 +375,11 @@ def _refused_by(key: KeyTerms, used: dict, *, reserved: int, reserved_money: int
 
 
 NOTHING_USED = {"requests": 0, "tokens": 0, "spent": 0}
+
+
+def _held(key: KeyTerms) -> dict:
+    """The terms `key` was decided on, as TERMS_HOLD_SQL's parameters."""
+    return {f"held_{name}": getattr(key, name) for name in TERMS if name != "key_id"}
 
 
 def _counts(row: dict) -> dict:

@@ -29,7 +29,8 @@ PRICED = ServedModel(
 
 def terms(*, token_quota: int | None = None, budget: Decimal | None = None) -> KeyTerms:
     return KeyTerms(
-        key_id=7, owner_id=1, plan_id=3, plan_name="Tiny", quota=10, period="DAY", rate_limit=None, burst_limit=None,
+        key_id=7, digest="", owner_id=1, plan_id=3, plan_name="Tiny", quota=10, period="DAY",
+        rate_limit=None, burst_limit=None,
         token_quota=token_quota, max_output_tokens=None, budget=budget,
     )  # fmt: skip
 

@@ -13,7 +13,8 @@ from proxy.admission import KeyTerms, Outcome, _refused_by
 
 def terms(*, token_quota=None, budget=None) -> KeyTerms:
     return KeyTerms(
-        key_id=1, owner_id=1, plan_id=1, plan_name="p", quota=10, period="DAY", rate_limit=None, burst_limit=None,
+        key_id=1, digest="", owner_id=1, plan_id=1, plan_name="p", quota=10, period="DAY",
+        rate_limit=None, burst_limit=None,
         token_quota=token_quota, max_output_tokens=None, budget=budget,
     )  # fmt: skip
 
