@@ -39,7 +39,7 @@ class RequestLogAdmin(ReadOnlyAdmin):
     readonly_fields = ["cost_shown"]
     list_filter = ["outcome", ("model", ModelFilter), "endpoint", "estimated"]
     list_select_related = ["key__owner"]
-    search_fields = ["=request_id", "^key__prefix", "key__owner__email", "model", "=client_ip"]
+    search_fields = ["request_id__exact", "^key__prefix", "key__owner__email", "model", "=client_ip"]
     date_hierarchy = "at"
     # The log is the biggest table: skip counting all of it on every page.
     show_full_result_count = False

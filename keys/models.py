@@ -174,7 +174,8 @@ class Usage(models.Model):
     what was spent.
     """
 
-    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage")
+    # Indexed by one_usage_row_per_window, which leads with the key.
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage", db_index=False)
     window_start = models.DateField()
     requests = models.PositiveIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
