@@ -168,14 +168,17 @@ class StandinUpstream:
 
     # --- the plain chat the bench measures: answers made once, chunks timed -----------------------
 
-    @classmethod
-    def _plain(cls, body: dict) -> bool:
-        asks = ("tools", "response_format", "reasoning_effort", "logprobs", "max_tokens", "max_completion_tokens")
+    def _plain(self, body: dict) -> bool:
+        """Nothing asked for but text: a bound counts only if it would cut the answer short, since a
+        proxy that bounds every answer (a plan with a budget) sends one that does not."""
+        asks = ("tools", "response_format", "reasoning_effort", "logprobs")
         last = (body.get("messages") or [{}])[-1]
-        if cls.ASKED_STREAM.fullmatch(str(last.get("content"))):
-            asks = asks[:-2]  # timed chunks through a proxy that bounds every answer (a plan with a budget)
+        asked = self.ASKED_STREAM.fullmatch(str(last.get("content")))
+        length = int(asked[1]) if asked else len(self.chunks)  # a chunk is a token here
+        bound = body.get("max_completion_tokens") or body.get("max_tokens")
         return (
             not any(body.get(name) for name in asks)
+            and (bound is None or bound >= length)
             and isinstance(last.get("content", ""), str | None)
             and (last.get("role") != "tool")
         )
