@@ -35,7 +35,7 @@ KEY_UNUSABLE = "This key is revoked or expired. Pick another key."
 
 
 def chat_page(request: HttpRequest, conversation_id=None) -> HttpResponse:
-    rows = keys_with_usage(request.user, active_only=True)
+    rows = keys_with_usage(request.user, usable_only=True)
     conversation = None
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, public_id=conversation_id, owner=request.user)

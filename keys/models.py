@@ -116,6 +116,10 @@ class ApiKeyQuerySet(models.QuerySet):
         adds the expiry."""
         return self.filter(status=ApiKey.Status.ACTIVE)
 
+    def usable(self, now: datetime) -> "ApiKeyQuerySet":
+        """The keys that authenticate at `now`: `ApiKey.is_usable` as a filter."""
+        return self.active().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
 
 class ApiKey(models.Model):
     class Status(models.TextChoices):

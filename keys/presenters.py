@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import JsonResponse
+from django.utils import timezone
 
 from keys import money, services
 from keys.errors import BackendUnavailable
@@ -93,10 +94,10 @@ def key_with_usage(key: ApiKey, *, days: int = 0) -> KeyRow:
     return KeyRow(key=key, window=window, days=history)
 
 
-def keys_with_usage(user: AbstractBaseUser, *, days: int = 0, active_only: bool = False) -> list[KeyRow]:
+def keys_with_usage(user: AbstractBaseUser, *, days: int = 0, usable_only: bool = False) -> list[KeyRow]:
     keys = ApiKey.objects.filter(owner=user).select_related("plan").prefetch_related("plan__models")
-    if active_only:
-        keys = keys.active()
+    if usable_only:
+        keys = keys.usable(timezone.now())
     return [key_with_usage(key, days=days) for key in keys]
 
 

@@ -2,10 +2,11 @@ import json
 from http import HTTPStatus
 
 import pytest
+from django.utils import timezone
 
 from activity.models import RequestLog
 from chat.models import Conversation, Message
-from keys.models import Usage
+from keys.models import ApiKey, Usage
 from tests.asgi import fetch, settle
 from tests.metering import charged
 
@@ -21,6 +22,14 @@ def test_the_chat_page_picks_the_newest_key(alice_client, alice, alices_key):
     page = alice_client.get("/chat/").content.decode()
     assert f'value="{alices_key.pk}" selected' in page
     assert "Send" in page
+
+
+def test_the_chat_page_offers_only_keys_that_work(alice_client, alice, make_plan, make_key):
+    expired, _ = make_key(alice, make_plan("Expired"))
+    working, _ = make_key(alice, make_plan("Working"))
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now())
+    page = alice_client.get("/chat/").content.decode()
+    assert f'value="{working.pk}"' in page and f'value="{expired.pk}"' not in page
 
 
 def test_the_chat_page_without_keys_points_to_the_keys_page(alice_client):

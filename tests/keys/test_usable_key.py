@@ -1,5 +1,5 @@
-"""One rule says which keys work: `ApiKey.is_usable` (the chat page) and admission's SQL (the model API)
-agree on every status and every expiry."""
+"""One rule says which keys work: `ApiKey.is_usable`, the `usable()` filter (the chat page's key
+list) and admission's SQL (the model API) agree on every status and every expiry."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -32,4 +32,5 @@ def test_the_model_api_admits_exactly_the_keys_that_are_usable(alice, plan10, ma
 
     usable = status == ApiKey.Status.ACTIVE and expiry in ("never", "in a microsecond", "tomorrow")
     assert key.is_usable(NOW) is usable
+    assert ApiKey.objects.usable(NOW).filter(pk=key.pk).exists() is usable
     assert (by_secret is not None, by_id is not None) == (usable, usable)
