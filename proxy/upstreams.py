@@ -75,6 +75,12 @@ class Upstream(Protocol):
         """Whether the upstream answers at all within `timeout` seconds (for /healthz); never raises."""
 
 
+# An idle upstream connection is dropped after this long, before the upstream drops it: uvicorn and
+# Node close idle connections after 5 s, and a request sent down a connection at the moment its
+# server closes it fails (ServerDisconnectedError), and a POST is not retried. aiohttp's own default
+# is 15 s; the check is made when a connection is taken, however busy the event loop is.
+IDLE_CONNECTION_SECONDS = 4.0
+
 # One connection pool per event loop (one per process under uvicorn), made on first use.
 _sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
 
@@ -83,7 +89,9 @@ def http_session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=2000, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=IDLE_CONNECTION_SECONDS
+        )
         session = _sessions[loop] = aiohttp.ClientSession(
             connector=connector, trust_env=False, auto_decompress=True, read_bufsize=2**20
         )
