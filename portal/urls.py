@@ -11,6 +11,8 @@ from portal import views
 # Staff sign in to the admin through allauth, so its password-only form cannot skip the second factor.
 admin.site.login = secure_admin_login(admin.site.login)
 
+handler404 = views.not_found
+
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),

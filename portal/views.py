@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
 
 from activity.services import window_by_model
 from keys.presenters import KeyRow, keys_with_usage
@@ -96,3 +97,11 @@ def failing_services() -> list[str]:
     except Exception:  # any cache backend's connection error
         failing.append("cache")
     return failing
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A path that names nothing: under `/api/` the key API's own 404 (`{"detail": ...}`, as DRF
+    answers), so that a client never has to parse a page; elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=HTTPStatus.NOT_FOUND)
+    return page_not_found(request, exception)

@@ -353,3 +353,18 @@ def test_the_browsable_api_renders(alice_client):
     response = alice_client.get("/api/keys/", HTTP_ACCEPT="text/html")
     assert response.status_code == HTTPStatus.OK
     assert b"<html" in response.content
+
+
+@pytest.mark.parametrize("path", ["/api/keys/abc/", "/api/keys/1/nothing", "/api/nothing"])
+def test_a_path_under_api_that_names_nothing_is_a_json_404_like_a_missing_key(alice_client, path):
+    missing_key = alice_client.get("/api/keys/999999/")
+    response = alice_client.get(path)
+    assert (response.status_code, missing_key.status_code) == (HTTPStatus.NOT_FOUND, HTTPStatus.NOT_FOUND)
+    assert response["Content-Type"] == missing_key["Content-Type"] == "application/json"
+    assert set(response.json()) == set(missing_key.json()) == {"detail"}
+
+
+def test_a_page_path_that_names_nothing_is_still_a_page(alice_client):
+    response = alice_client.get("/keys/abc/")
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert response["Content-Type"].startswith("text/html")
