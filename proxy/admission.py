@@ -50,9 +50,12 @@ KEY_SQL = "SELECT " + ", ".join(f"{column} AS {name}" for name, column in TERMS.
 KEY_BY_DIGEST_SQL = KEY_SQL.replace("{match}", "k.digest = %(digest)s")
 KEY_BY_ID_SQL = KEY_SQL.replace("{match}", "k.id = %(key_id)s AND k.owner_id = %(owner_id)s")
 # The terms an admission is decided on still hold: the key is usable, and it and its plan still read
-# as they did when the terms were read (`held_<field>`), a NULL equal to a NULL.
+# as they did when the terms were read (`held_<field>`), a NULL equal to a NULL. (Not `IS NOT
+# DISTINCT FROM`: SQLite reads it only since 3.39, and Ubuntu 22.04's Python has 3.37.)
 HELD_TERMS = " AND ".join(
-    f"{column} = %(key_id)s" if name == "key_id" else f"{column} IS NOT DISTINCT FROM %(held_{name})s"
+    f"{column} = %(key_id)s"
+    if name == "key_id"
+    else f"({column} = %(held_{name})s OR ({column} IS NULL AND %(held_{name})s IS NULL))"
     for name, column in TERMS.items()
 )
 TERMS_HOLD_SQL = "EXISTS (SELECT 1 " + USABLE_KEY.replace("{match}", HELD_TERMS) + ")"
