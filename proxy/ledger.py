@@ -183,7 +183,9 @@ class Ledger:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), FLUSH_SECONDS)
             self.wake.clear()
-            await self.flush()
+            # Shielded: close() cancels this timer, and a batch cancelled while being written would
+            # be lost (it has left `waiting`). close() then waits for it on `flushing` instead.
+            await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
         """Write what has gathered, `BATCH_SIZE` entries a transaction (after any flush already under

@@ -196,6 +196,31 @@ def test_close_waits_for_the_requests_being_answered_and_writes_their_entries(ke
     assert written() == ["r0"]
 
 
+def test_a_batch_being_written_when_the_ledger_closes_is_written_once(key, transactions, monkeypatch):
+    """At shutdown the timer is stopped; a batch it was writing just then must still reach the
+    database (the PostgreSQL CI pass lost 20 rows once: the batch was cancelled mid-write)."""
+    spy = transactions()
+    monkeypatch.setattr(ledger_module, "FLUSH_SECONDS", 0.05)
+    write = spy.batch
+
+    async def slow_batch(steps):
+        await asyncio.sleep(0.3)  # a write still under way when close() comes
+        return await write(steps)
+
+    monkeypatch.setattr(spy, "batch", slow_batch)
+
+    async def scenario(ledger: Ledger) -> None:
+        for n in range(3):
+            ledger.add(entry(key, n))
+        await asyncio.sleep(0.15)  # the timer has taken the batch and is writing it
+        assert not ledger.waiting
+        await ledger.close()
+
+    run(scenario)
+    assert written() == ["r0", "r1", "r2"]
+    assert tokens_of(key) == 10 * RESERVED - 3 * (RESERVED - CHARGED)
+
+
 def test_close_gives_up_waiting_after_closing_seconds_and_writes_what_waits(key, monkeypatch, caplog):
     monkeypatch.setattr(ledger_module, "CLOSING_SECONDS", 0.5)
 
