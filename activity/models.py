@@ -54,7 +54,8 @@ class RequestLog(models.Model):
         verbose_name = "request"
         indexes = [
             models.Index(fields=["key", "-at"], name="request_log_key_at"),
-            # Found by exact value only (admin's search): no pattern index beside it on PostgreSQL.
+            # A request id is looked up by its exact value (from a log line or an error's answer): no
+            # pattern index beside it on PostgreSQL.
             models.Index(fields=["request_id"], name="request_log_request_id"),
         ]
 
