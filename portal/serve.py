@@ -1,7 +1,8 @@
 """`make serve`: Tollgate as production runs it (`python -m portal.serve --host H --port P`).
 
 DEBUG is off whatever `.env` says, and the start is refused without `DJANGO_SECRET_KEY`.
-`WEB_CONCURRENCY` uvicorn workers (default: the core count) run under uvicorn's own supervisor.
+`WEB_CONCURRENCY` uvicorn workers (default: the core count) run under uvicorn's own supervisor,
+each on a listening socket of its own (`WorkersPort`), so that the kernel spreads connections evenly.
 On SIGTERM (or Ctrl+C) new connections are refused at once, answers in flight get `SHUTDOWN_GRACE`
 seconds to finish, and those still streaming are then cut and settled like a client that left.
 """
@@ -9,6 +10,7 @@ seconds to finish, and those still streaming are then cut and settled like a cli
 import argparse
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +37,42 @@ class Supervisor(Multiprocess):
         for sock in self.sockets:
             sock.close()
         super().terminate_all()
+
+
+class WorkersPort(socket.socket):
+    """The port as the supervisor hands it to each worker: a socket of the worker's own on the same
+    address, made as the worker starts (unpickled there), all of them with SO_REUSEPORT, so that the
+    kernel spreads new connections over the workers by a hash of the client's address and port.
+
+    One socket shared by every worker (uvicorn's way) lets the worker that wakes first take every
+    connection waiting: 32 keep-alive connections opened at once, as a client's pool or nginx opens
+    them, went 32 to 0, and one worker served them all while the other idled (half the throughput).
+
+    This process keeps its own socket bound, not listening: it holds the port while workers come
+    and go, and takes no connections."""
+
+    @classmethod
+    def bind_to(cls, family: socket.AddressFamily, address: tuple) -> "WorkersPort":
+        sock = cls(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        return sock
+
+    def __reduce__(self):
+        return WorkersPort.bind_to, (self.family, self.getsockname())
+
+
+def listening_socket(config: uvicorn.Config) -> socket.socket:
+    """The port to serve on. uvicorn's own bind first, which says where Tollgate runs and exits if
+    something listens there already (another Tollgate too: its workers' sockets listen). Elsewhere
+    than on Linux, where SO_REUSEPORT does not spread connections, that socket is shared."""
+    sock = config.bind_socket()
+    if not sys.platform.startswith("linux"):
+        return sock
+    family, address = sock.family, sock.getsockname()
+    sock.close()
+    return WorkersPort.bind_to(family, address)
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"portal.serve: {exc}")
     with metrics_directory():
         # One way to run, whatever the count: a worker that dies is replaced.
-        supervisor = Supervisor(config, sockets=[config.bind_socket()])
+        supervisor = Supervisor(config, sockets=[listening_socket(config)])
         supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         sys.exit(STARTUP_FAILURE)

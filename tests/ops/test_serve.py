@@ -7,13 +7,17 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from http import HTTPStatus
+from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.config import STARTUP_FAILURE
 
 from activity.models import RequestLog
 from loopback.servers import ROOT, free_port, served
@@ -40,6 +44,49 @@ def test_it_refuses_to_start_without_a_secret_key_whatever_the_env_file_says(tmp
         "portal.serve: DJANGO_SECRET_KEY is not set. It is required when DJANGO_DEBUG is off: set "
         "DJANGO_SECRET_KEY to a long random string (or DJANGO_DEBUG=1 for development)."
     ]
+
+
+def connections_by_process(port: int) -> Counter:
+    """The established connections to `port` each process holds, by pid (from /proc)."""
+    tcp = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    inodes = {fields[9] for fields in tcp if fields[1].endswith(f":{port:04X}") and fields[3] == "01"}
+    held = Counter()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            held[int(fd.parts[2])] += 1
+    return held
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(tmp_path):
+    """32 connections opened at once, as a client's pool opens them, each kept open after an answer.
+    On one socket shared by the workers, the first worker to wake took all 32 (half the throughput)."""
+    with served(output=tmp_path / "serve.log", workers=2) as server:
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(32)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert all(client.recv(100).startswith(b"HTTP/1.1 ") for client in clients)  # accepted, answered
+            held = connections_by_process(server.port)
+        finally:
+            for client in clients:
+                client.close()
+    held.pop(os.getpid(), None)  # the client ends
+    assert len(held) == 2 and sum(held.values()) == 32
+    assert min(held.values()) >= 6  # by the kernel's hash: fewer than 6 of 32 has odds of 1 in 9,000
+
+
+def test_a_second_server_on_the_same_port_refuses_to_start(tmp_path):
+    with served(output=tmp_path / "serve.log", workers=2) as server:
+        command = [sys.executable, "-m", "portal.serve", "--host", "127.0.0.1", "--port", str(server.port)]
+        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode == STARTUP_FAILURE
+        assert "address already in use" in second.stderr.lower()
+        with httpx.Client() as client:  # and the first still serves
+            assert client.get(f"http://127.0.0.1:{server.port}/healthz").status_code == HTTPStatus.OK
 
 
 @pytest.fixture
