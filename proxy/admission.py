@@ -4,7 +4,8 @@ One call, `admit(...)`, used by `/query`, `/v1` and the chat page. The count is 
 upsert against the key's usage row for the window (`ADMIT_SQL`), so N racing requests with R left
 admit exactly R, on SQLite and PostgreSQL, across any number of processes. Never read-then-write.
 The same statement reserves the request's tokens (proxy/budget.py) against the plan's token
-budget, so the budget is exact in the same way.
+budget, so the budget is exact in the same way. On PostgreSQL, the admissions that arrive while
+one is being written go together, in one transaction (proxy/db.py `Together`), each its own row.
 
 A process remembers the terms of the keys it admitted lately (their plan's quota, budgets, limits),
 so a key's next request is that one statement and no lookup. The statement admits only while the
@@ -350,7 +351,7 @@ async def _admit(key: KeyTerms, call: Call, now: datetime) -> Admission:
     # tokens, money or a request back in between: then the window has room now, and it is asked
     # once more; what still finds none is refused by a limit the plan has.
     for _attempt in range(2):
-        row = await database().one(ADMIT_SQL, counted)
+        row = await database().one_together(ADMIT_SQL, counted, order=(key.key_id, window_start))
         if row is not None:
             return Admission(Outcome.ADMITTED, **_counts(row), resets_at=resets_at, **terms)
         used = await database().one(USED_SQL, window) or NOTHING_USED

@@ -8,7 +8,7 @@ import time_machine
 from keys.models import Plan, Usage
 from proxy import admission
 from proxy.admission import ADMIT_SQL, USED_SQL, Outcome, admit, format_duration, give_back
-from proxy.db import database
+from proxy.db import Database, database
 from proxy.endpoints.chat import text_call
 from tests.asgi import fetch, portal
 
@@ -142,7 +142,7 @@ def test_a_per_second_throttle_answers_too_many_requests(alice, make_plan, make_
     assert Usage.objects.get(key=key).requests == 2
 
 
-class RoomMadeMeanwhile:
+class RoomMadeMeanwhile(Database):
     """The database as a race can leave it: the admission statement finds the window full, and by the
     time admission reads the counts, requests given back and reservations settled have made room."""
 
