@@ -8,16 +8,18 @@ SQLite backend also reads. The hot path's writes are single atomic statements.
 
 PostgreSQL: psycopg's AsyncConnectionPool, one per event loop (one per uvicorn worker). The
 admissions of requests that arrive together are written together (`Together`): a commit waits for
-its WAL flush, and one flush for a batch instead of one each doubled what two workers admit a
-second (1,000 to 1,800 at 32 connections) and lowered their CPU per request by a third.
+its WAL flush, and one flush for a batch instead of one each raised what two workers admit a
+second at 32 connections by 20-50% in interleaved runs (about 1,050 to 1,260-1,590).
+
 SQLite: a statement takes tens of microseconds, less than handing it to a thread and back, so it
 runs on the event loop itself when it need not wait: a read always (WAL: readers never wait for
 the writer), a write when no other writer holds the database. A write that would wait, and the
 ledger's batches, go to one thread per process with its own Django connection, which waits its
-turn. Writers, in this process or another (uvicorn's workers), take turns on a lock file
-(`flock`) beside the database: SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries,
-so two workers that collided lost milliseconds each time; the kernel wakes a writer waiting on
-`flock` as soon as the other lets go.
+turn; admissions that would wait go there together (`Together`), one hop for them all. Writers, in
+this process or another (uvicorn's workers), take turns on a lock file (`flock`) beside the
+database: SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between tries, so two workers that
+collided lost milliseconds each time; the kernel wakes a writer waiting on `flock` as soon as the
+other lets go.
 
 Failures are told apart, because they call for different answers:
 
@@ -176,9 +178,12 @@ class Together:
     Each statement's row is still its own. A batch is sorted by `order`, the rows its statements
     lock, so that two batches never lock the same rows in opposite orders (a deadlock). A batch
     that fails by one statement's own error changed nothing (one transaction): each statement then
-    runs again alone, and only that one fails. An outage fails them all, as it would each."""
+    runs again alone, and only that one fails. An outage fails them all, as it would each.
 
-    def __init__(self, db: "PostgresDatabase") -> None:
+    On SQLite only the statements that find another writer holding the database come here: they
+    go to the writer thread together, one hop and one turn of the lock for them all."""
+
+    def __init__(self, db: Database) -> None:
         self.db = db
         self.sending: set[str] = set()  # statements with a batch being written
         self.waiting: dict[str, list[tuple[tuple, dict[str, Any], asyncio.Future]]] = {}
@@ -229,14 +234,15 @@ class Together:
         """Each statement's row, or the error it is answered with."""
         try:
             if len(params) == 1:
-                return [await self.db.one(sql, params[0])]
+                return [await self.db._call(sql, params[0], fetch=True)]
             return await self.db.batch([(sql, params)])
         except QuotaStoreUnavailable as exc:
             return [exc] * len(params)
         except Exception as exc:  # noqa: BLE001 - the error of the statement's own request
             if len(params) == 1:
                 return [exc]
-            return await asyncio.gather(*(self.db.one(sql, row) for row in params), return_exceptions=True)
+            alone = (self.db._call(sql, row, fetch=True) for row in params)
+            return await asyncio.gather(*alone, return_exceptions=True)
 
 
 class PostgresDatabase(Database):
@@ -379,6 +385,7 @@ class SqliteDatabase(Database):
         self.tuned = None  # the sqlite3 connection whose busy handler was set
         self.local = threading.local()  # each thread's own lock file handle, and an event loop's connection
         self.breaker = Breaker(self._probe)
+        self.together = Together(self)
 
     async def _in_thread(self, work: Callable, *args) -> Any:
         self.breaker.check()
@@ -412,6 +419,15 @@ class SqliteDatabase(Database):
 
     async def batch(self, steps: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any] | None]:
         return await self._in_thread(self._execute_batch, steps)
+
+    async def one_together(self, sql: str, params: dict[str, Any], *, order: tuple) -> dict[str, Any] | None:
+        """On the event loop if no other writer holds the database; else with the others that
+        wait, in one transaction in the writer thread (`Together`): one hop there for them all."""
+        self.breaker.check()
+        try:
+            return self._on_loop(sql, params, True)
+        except WouldWait:
+            return await self.together.one(sql, params, order)
 
     async def _probe(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self._writable)

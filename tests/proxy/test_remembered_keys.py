@@ -11,7 +11,7 @@ from keys.models import ApiKey, Plan, Usage
 from keys.services import api_key_revoke, api_key_rotate
 from proxy import admission
 from proxy.admission import ADMIT_SQL, KEY_BY_DIGEST_SQL, USED_SQL, Outcome, admit
-from proxy.db import Database
+from proxy.db import Database, PostgresDatabase, SqliteDatabase
 from proxy.endpoints.chat import text_call
 from tests.asgi import portal
 
@@ -27,7 +27,7 @@ def request(secret: str, model: str | None = None):
 
 @pytest.fixture
 def statements(monkeypatch) -> list[str]:
-    """The statements the model API's database runs, in order."""
+    """The statements the model API's database runs, in order (`one_together`: the admission)."""
     ran = []
     one = Database.one
 
@@ -36,6 +36,14 @@ def statements(monkeypatch) -> list[str]:
         return await one(self, sql, params)
 
     monkeypatch.setattr(Database, "one", noted)
+    for database in (SqliteDatabase, PostgresDatabase):
+        together = database.one_together
+
+        async def noted_together(self, sql, params, *, order, together=together):
+            ran.append(sql)
+            return await together(self, sql, params, order=order)
+
+        monkeypatch.setattr(database, "one_together", noted_together)
     return ran
 
 

@@ -1,13 +1,16 @@
-"""PostgreSQL's admissions go together (proxy/db.py `Together`): the statements that arrive while
-one is being written go as the next batch, in one transaction; each still gets its own row, a
-statement's own error fails only its request, and a batch never deadlocks with another writer."""
+"""Admissions go together (proxy/db.py `Together`): on PostgreSQL the statements that arrive while
+one is being written, on SQLite those that find another writer holding the database, go as the
+next batch, in one transaction. Each still gets its own row, a statement's own error fails only its
+request, and a batch never deadlocks with another writer."""
 
 import asyncio
+import fcntl
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 
 from keys.models import Usage
 from proxy.admission import Outcome, admit
@@ -16,10 +19,8 @@ from proxy.endpoints.chat import text_call
 from tests.asgi import portal
 from tests.polling import wait_until
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's batches: the PostgreSQL pass"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's: the PostgreSQL pass")
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 WINDOW = date(2026, 5, 1)
@@ -39,6 +40,7 @@ def current_xid() -> int:
         return cursor.fetchone()[0]
 
 
+@postgres_only
 def test_admissions_that_wait_go_together_and_each_gets_its_own_count(alice, make_plan, make_key):
     key, secret = make_key(alice, make_plan(quota=100))
     call = text_call([{"role": "user", "content": "hello"}])
@@ -60,22 +62,39 @@ def usage_rows(*keys) -> list[int]:
     return [Usage.objects.create(key=key, window_start=WINDOW).pk for key in keys]
 
 
+@contextmanager
+def statements_waiting(count: int):
+    """The statements sent in the block go together. On SQLite, another writer holds the database
+    until `count` of them wait for it. On PostgreSQL, those sent after the first wait for it."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with open(f"{connection.settings_dict['NAME']}-writers.lock", "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        yield
+        assert wait_until(lambda: len(database().together.waiting.get(ADD, ())) == count, timeout=10)
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+
+
 def test_a_statement_failing_in_a_batch_fails_alone_and_the_others_are_written(alice, make_plan, make_key):
     key, _ = make_key(alice, make_plan(quota=100))
     [row] = usage_rows(key)
-    adds = [1, 1, 10**12, 1, 1]  # the third overflows its integer column
+    adds = [1, 1, -1000, 1, 1]  # the third breaks the column's check (requests >= 0)
 
     async def together():
         db = database()
         sent = (db.one_together(ADD, {"add": add, "id": row}, order=(row,)) for add in adds)
         return await asyncio.gather(*sent, return_exceptions=True)
 
-    answers = portal().call(together)
-    assert isinstance(answers[2], psycopg.errors.NumericValueOutOfRange)
+    with statements_waiting(count=4):  # the first is sent alone
+        answering = portal().start_task_soon(together)
+    answers = answering.result(timeout=10)
+    assert isinstance(answers[2], IntegrityError | psycopg.IntegrityError)
     assert sorted(answer["requests"] for i, answer in enumerate(answers) if i != 2) == [1, 2, 3, 4]
     assert Usage.objects.get(pk=row).requests == 4
 
 
+@postgres_only
 def test_a_batch_locks_its_rows_in_order_and_never_deadlocks_with_another_writer(alice, make_plan, make_key):
     """Another writer holds row A and will take row B. A batch that took B first and then waited
     for A would deadlock with it (PostgreSQL would abort one of them); sorted, the batch waits for
