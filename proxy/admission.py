@@ -4,8 +4,9 @@ One call, `admit(...)`, used by `/query`, `/v1` and the chat page. The count is 
 upsert against the key's usage row for the window (`ADMIT_SQL`), so N racing requests with R left
 admit exactly R, on SQLite and PostgreSQL, across any number of processes. Never read-then-write.
 The same statement reserves the request's tokens (proxy/budget.py) against the plan's token
-budget, so the budget is exact in the same way. On PostgreSQL, the admissions that arrive while
-one is being written go together, in one transaction (proxy/db.py `Together`), each its own row.
+budget, so the budget is exact in the same way. The admissions that arrive while one is being
+written (PostgreSQL), or that find another worker writing (SQLite), go together in one transaction
+(proxy/db.py `Together`), each its own statement and row.
 
 A process remembers the terms of the keys it admitted lately (their plan's quota, budgets, limits),
 so a key's next request is that one statement and no lookup. The statement admits only while the

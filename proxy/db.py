@@ -153,8 +153,8 @@ class Database:
         raise NotImplementedError
 
     async def one_together(self, sql: str, params: dict[str, Any], *, order: tuple) -> dict[str, Any] | None:
-        """`one(sql, params)`, which PostgreSQL runs in one transaction with the same statement of
-        the requests that wait meanwhile (`Together`); `order` names the rows the statement locks."""
+        """`one(sql, params)`, which may run in one transaction with the same statement of other
+        requests that wait meanwhile (`Together`); `order` names the rows the statement locks."""
         return await self.one(sql, params)
 
     async def close(self) -> None:
@@ -245,16 +245,21 @@ class Together:
             return await asyncio.gather(*alone, return_exceptions=True)
 
 
+def postgres_conninfo(settings_dict: dict) -> str:
+    """Django's settings for a PostgreSQL database as psycopg's connection string."""
+    return psycopg.conninfo.make_conninfo(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"] or None,
+        password=settings_dict["PASSWORD"] or None,
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        connect_timeout=3,
+    )
+
+
 class PostgresDatabase(Database):
     def __init__(self, settings_dict: dict) -> None:
-        self.conninfo = psycopg.conninfo.make_conninfo(
-            dbname=settings_dict["NAME"],
-            user=settings_dict["USER"] or None,
-            password=settings_dict["PASSWORD"] or None,
-            host=settings_dict["HOST"] or None,
-            port=settings_dict["PORT"] or None,
-            connect_timeout=3,
-        )
+        self.conninfo = postgres_conninfo(settings_dict)
         self.pool = self._new_pool()
         self.opened = False
         self.answered_at = float("-inf")  # when a statement last went through

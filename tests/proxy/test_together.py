@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection
 
 from keys.models import Usage
 from proxy.admission import Outcome, admit
-from proxy.db import database
+from proxy.db import database, postgres_conninfo
 from proxy.endpoints.chat import text_call
 from tests.asgi import portal
 from tests.polling import wait_until
@@ -27,17 +27,16 @@ WINDOW = date(2026, 5, 1)
 ADD = f"UPDATE {Usage._meta.db_table} SET requests = requests + %(add)s WHERE id = %(id)s RETURNING requests"  # noqa: S608
 
 
-def transactions_since(xid: int) -> int:
-    """Transactions that wrote since `xid` was taken (each is given the next id; this one too)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_current()")
-        return cursor.fetchone()[0] - xid - 1
-
-
 def current_xid() -> int:
+    """PostgreSQL's next transaction id: each transaction that writes takes one (so does this)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT txid_current()")
         return cursor.fetchone()[0]
+
+
+def transactions_since(xid: int) -> int:
+    """Transactions that wrote since `xid` was taken, not counting the one that asks."""
+    return current_xid() - xid - 1
 
 
 @postgres_only
@@ -101,7 +100,7 @@ def test_a_batch_locks_its_rows_in_order_and_never_deadlocks_with_another_writer
     A before it takes anything, and the other writer goes through."""
     keys = [make_key(alice, make_plan(name, quota=100))[0] for name in ("A", "B", "C")]
     row_a, row_b, row_c = usage_rows(*keys)
-    with psycopg.connect(conninfo()) as writer:
+    with psycopg.connect(postgres_conninfo(connection.settings_dict)) as writer:
         writer.execute("SET deadlock_timeout = '100ms'")  # so that, in a deadlock, this one is aborted
         writer.execute(ADD, {"add": 100, "id": row_a})  # holds A until it commits
 
@@ -118,13 +117,6 @@ def test_a_batch_locks_its_rows_in_order_and_never_deadlocks_with_another_writer
         answers = batch_sent.result(timeout=10)
     assert [answer["requests"] for answer in answers] == [1, 101, 101]
     assert [Usage.objects.get(pk=row).requests for row in (row_a, row_b, row_c)] == [101, 101, 1]
-
-
-def conninfo() -> str:
-    """The test database, for a connection of the test's own."""
-    given = connection.settings_dict
-    names = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
-    return psycopg.conninfo.make_conninfo(**{name: given[setting] for name, setting in names.items() if given[setting]})
 
 
 def waiting_for_a_lock(writer: psycopg.Connection) -> bool:
