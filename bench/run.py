@@ -136,6 +136,19 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {name: int(rest.split()[0]) / 1024 for name, _, rest in fields}
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time so far, by kind (/proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal, ...)."""
+    return [int(ticks) for ticks in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+
+
+def stolen(before: list[int]) -> float:
+    """The share of the machine's CPU time since `before` that the hypervisor gave to other machines
+    ("steal"): while it is high, every figure measured is slower, whatever is measured."""
+    spent = [now - then for now, then in zip(cpu_ticks(), before, strict=True)]
+    return spent[7] / max(sum(spent), 1)
+
+
 def run_python(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=os.environ | env, capture_output=True, text=True)
     if done.returncode:
@@ -215,9 +228,12 @@ def latency_and_throughput(
     load = functools.partial(wrk, url, key, body=body, headers=headers)
     load(connections=args.connections, seconds=2)  # warm-up
     say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
+    ticks = cpu_ticks()
     figures = {"c1": load(connections=1, seconds=args.seconds / 2)}
-    before = cpu_seconds(pid)
+    figures["c1"]["stolen"] = stolen(ticks)
+    before, ticks = cpu_seconds(pid), cpu_ticks()
     figures["c32"] = load(connections=args.connections, seconds=args.seconds)
+    figures["c32"]["stolen"] = stolen(ticks)
     figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["c32"]["requests"], 1)
     return figures
 
