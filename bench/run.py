@@ -395,6 +395,12 @@ def measure_peer(title: str, install, start, args, standin_url: str) -> dict:
         return {"skipped": str(exc).splitlines()[0]}
 
 
+def cpu_model() -> str:
+    """The processor's name as the machine reports it: each session's machine may be another."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    return next((line.partition(":")[2].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])  # over 1, 5 and 15 minutes
 
@@ -408,7 +414,7 @@ def metadata(args) -> dict:
     return {
         "when": time.strftime("%Y-%m-%d %H:%M %Z"),
         "commit": git("rev-parse", "--short", "HEAD") + changed,
-        "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {wrk_version}",
+        "machine": f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, {wrk_version}",
         "load_before": load_average(),
         "connections": args.connections,
         "quota": args.quota,
