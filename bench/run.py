@@ -60,6 +60,7 @@ OUT = ROOT / "bench" / "out"  # git-ignored
 MODEL = "bench-model"
 STREAM_GAP, OPEN_STREAM_GAP = 0.02, 1.0  # seconds between the stand-in's chunks
 FLOOD_CONNECTIONS = 8
+ATTEMPTS = 3  # a latency and throughput run taken while the neighbours took much CPU: at most this often
 SAY_HI = [{"role": "user", "content": "Say hi."}]
 STREAMED = json.dumps({"model": MODEL, "stream": True, "messages": SAY_HI})
 EMBEDDING = json.dumps({"model": MODEL, "input": ["Say hi.", "Say hello."]})
@@ -81,6 +82,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--peers", action="store_true", help=peers)
     profiled = "sample Tollgate's workers with py-spy during the non-streamed runs and print where the time goes"
     parser.add_argument("--profile", action="store_true", help=profiled)
+    stolen_help = "take a latency or throughput run again if more of the CPU went to other machines (0.1: 10%%)"
+    parser.add_argument("--max-stolen", type=float, default=0.1, help=stolen_help)
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/tollgate_bench", help="recreated")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     return parser.parse_args()
@@ -228,14 +231,31 @@ def latency_and_throughput(
     load = functools.partial(wrk, url, key, body=body, headers=headers)
     load(connections=args.connections, seconds=2)  # warm-up
     say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
-    ticks = cpu_ticks()
-    figures = {"c1": load(connections=1, seconds=args.seconds / 2)}
-    figures["c1"]["stolen"] = stolen(ticks)
-    before, ticks = cpu_seconds(pid), cpu_ticks()
-    figures["c32"] = load(connections=args.connections, seconds=args.seconds)
-    figures["c32"]["stolen"] = stolen(ticks)
-    figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["c32"]["requests"], 1)
+
+    def busy() -> dict:
+        before = cpu_seconds(pid)
+        run = load(connections=args.connections, seconds=args.seconds)
+        return run | {"cpu_ms": (cpu_seconds(pid) - before) * 1000 / max(run["requests"], 1)}
+
+    figures = {"c1": least_disturbed(lambda: load(connections=1, seconds=args.seconds / 2), args.max_stolen)}
+    figures["c32"] = least_disturbed(busy, args.max_stolen)
+    figures["cpu_ms"] = figures["c32"]["cpu_ms"]
     return figures
+
+
+def least_disturbed(measure, max_stolen: float) -> dict:
+    """`measure()`, taken again while more than `max_stolen` of the machine's CPU went to other
+    machines during it, up to ATTEMPTS times in all; the least disturbed is kept, with its share
+    stolen and the number of attempts. Such a figure measures the neighbour, not the software."""
+    taken = []
+    while len(taken) < ATTEMPTS:
+        ticks = cpu_ticks()
+        taken.append(measure())
+        taken[-1]["stolen"] = stolen(ticks)
+        if taken[-1]["stolen"] <= max_stolen:
+            break
+        say(f"   {taken[-1]['stolen']:.0%} of the machine's CPU went to other machines meanwhile: again")
+    return min(taken, key=lambda figures: figures["stolen"]) | {"attempts": len(taken)}
 
 
 def flood(url: str, key: str, env: dict, args, tmp: Path) -> dict:
