@@ -5,8 +5,8 @@ Lifespan events go to the model API, which closes its connections on shutdown.
 What is loaded here lives as long as the process: Django, the apps, their URLs and views, and the
 libraries, about 120,000 objects that the garbage collector would otherwise go through in each of
 its full passes. Under load those came every two seconds or so and took 60-90 ms each, every
-request of the worker waiting (the model API's p99, and its p99.9 at one connection). Frozen once
-loaded (`gc.freeze`), they are left out, and a full pass takes 1-2 ms.
+request of the worker waiting (the model API's p99 at 32 connections). Frozen once loaded
+(`gc.freeze`), they are left out, and a full pass takes 1-2 ms.
 """
 
 import gc
