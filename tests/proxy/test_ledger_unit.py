@@ -119,6 +119,39 @@ def test_one_flush_writes_everything_waiting_in_batches_of_at_most_batch_size(ke
     assert tokens_of(key) == 10 * RESERVED - 7 * (RESERVED - CHARGED)  # each settled once
 
 
+class Arriving(Transactions):
+    """Under steady load: while each of the first `arrivals` batches is written, a request ends and
+    adds its entry to `ledger`."""
+
+    def __init__(self, ledger: Ledger, key, arrivals: int) -> None:
+        super().__init__()
+        self.ledger, self.key, self.arrivals = ledger, key, arrivals
+
+    async def batch(self, steps):
+        if self.tried < self.arrivals:
+            self.ledger.add(entry(self.key, 100 + self.tried))
+        return await super().batch(steps)
+
+
+def test_entries_added_while_a_flush_writes_wait_for_the_next_flush(key, monkeypatch):
+    """A flush that chased them would, under steady load, write a transaction for every request or
+    two, each a commit and a hold on the key's usage row that its next admission waits for."""
+
+    async def scenario(ledger: Ledger):
+        spy = Arriving(ledger, key, arrivals=5)
+        monkeypatch.setattr(ledger_module, "database", spy)
+        ledger.add(entry(key, 0))
+        await ledger.flush()
+        after_first = (list(spy.sizes), len(ledger.waiting))
+        await ledger.flush()
+        return after_first, spy.sizes, len(ledger.waiting)
+
+    after_first, sizes, waiting = run(scenario)
+    assert after_first == ([1], 1)  # r0 written; r100 ended meanwhile and waits
+    assert (sizes, waiting) == ([1, 1], 1)  # the next flush wrote r100; r101 waits
+    assert written() == ["r0", "r100"]
+
+
 def test_the_writer_wakes_at_a_full_batch_without_waiting_for_its_timer(key, transactions, monkeypatch):
     monkeypatch.setattr(ledger_module, "BATCH_SIZE", 3)
     transactions()
