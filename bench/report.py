@@ -81,6 +81,7 @@ def table(results: dict) -> list[str]:
     row("  latency p50 / p99, ms", "", latency("c32"))
     row("  added by the proxy", "", added("c32"), among=proxies)
     row("  CPU ms per request (direct: the stand-in's)", "", lambda f: f"{f['cpu_ms']:.2f}")
+    row("  the stand-in alone just before, a second", "", lambda f: f"{f['c32']['standin_then']:,.0f}", among=proxies)
     row("CPU stolen by other machines, 1 / 32 connections", "≤ 10%", stolen)
 
     def budget_cost(f: dict) -> str:

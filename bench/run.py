@@ -60,6 +60,7 @@ OUT = ROOT / "bench" / "out"  # git-ignored
 MODEL = "bench-model"
 STREAM_GAP, OPEN_STREAM_GAP = 0.02, 1.0  # seconds between the stand-in's chunks
 FLOOD_CONNECTIONS = 8
+CONTROL_SECONDS = 3  # the stand-in alone, just before each main 32-connection run
 ATTEMPTS = 3  # a latency and throughput run taken while the neighbours took much CPU: at most this often
 SAY_HI = [{"role": "user", "content": "Say hi."}]
 STREAMED = json.dumps({"model": MODEL, "stream": True, "messages": SAY_HI})
@@ -226,16 +227,26 @@ def wrk(
 
 
 def latency_and_throughput(
-    url: str, key: str, pid: int, args, body: str | None = None, headers: dict[str, str] | None = None
+    url: str,
+    key: str,
+    pid: int,
+    args,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    control: str | None = None,
 ) -> dict:
+    """At 1 connection, then at `args.connections`. With `control` (the stand-in's URL), the stand-in
+    alone is loaded for CONTROL_SECONDS just before each 32-connection run: how fast the machine was
+    then, since a neighbour can slow every process here without taking CPU time (`standin_then`)."""
     load = functools.partial(wrk, url, key, body=body, headers=headers)
     load(connections=args.connections, seconds=2)  # warm-up
     say(f"   1 connection, {args.seconds / 2:g} s; {args.connections} connections, {args.seconds:g} s")
 
     def busy() -> dict:
+        then = wrk(control, connections=args.connections, seconds=CONTROL_SECONDS)["ok_per_s"] if control else None
         before = cpu_seconds(pid)
         run = load(connections=args.connections, seconds=args.seconds)
-        return run | {"cpu_ms": (cpu_seconds(pid) - before) * 1000 / max(run["requests"], 1)}
+        return run | {"cpu_ms": (cpu_seconds(pid) - before) * 1000 / max(run["requests"], 1), "standin_then": then}
 
     figures = {"c1": least_disturbed(lambda: load(connections=1, seconds=args.seconds / 2), args.max_stolen)}
     figures["c32"] = least_disturbed(busy, args.max_stolen)
@@ -350,10 +361,11 @@ def measure_tollgate(backend: str, args, tmp: Path, standin_url: str) -> dict:
     env |= {"LLM_BASE_URL": f"{standin_url}/v1", "LLM_MODEL": MODEL, "DJANGO_SECURE_SSL_REDIRECT": "0"}
     env["SHUTDOWN_GRACE"] = "1"
     keys = json.loads(run_python(env, "bench/seed.py", "keys", str(args.quota), f"{standin_url}/v1"))
+    standin_chat = f"{standin_url}/v1/chat/completions"
     with served(output=OUT / f"tollgate-{backend}.log", workers=2, env=env) as server:
         url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
         with profiling(args, server.pid, backend):
-            figures = latency_and_throughput(url, keys["unlimited"], server.pid, args)
+            figures = latency_and_throughput(url, keys["unlimited"], server.pid, args, control=standin_chat)
         figures |= other_answers(f"http://127.0.0.1:{server.port}/v1", keys["unlimited"], server.pid, args)
         if "budgeted" in keys:  # (not in a checkout from before money budgets, measured for comparison)
             say("   a money budget, on a priced model")
@@ -409,7 +421,8 @@ def measure_peer(title: str, install, start, args, standin_url: str) -> dict:
         return {"skipped": problem}
     try:
         with start(standin_url) as (base, headers, pid):
-            return latency_and_throughput(f"{base}/v1/chat/completions", "-", pid, args, headers=headers)
+            url, control = f"{base}/v1/chat/completions", f"{standin_url}/v1/chat/completions"
+            return latency_and_throughput(url, "-", pid, args, headers=headers, control=control)
     except (RuntimeError, TimeoutError) as exc:
         say(f"   skipped: {exc}")
         return {"skipped": str(exc).splitlines()[0]}
