@@ -234,14 +234,14 @@ class Together:
         """Each statement's row, or the error it is answered with."""
         try:
             if len(params) == 1:
-                return [await self.db.one(sql, params[0])]
+                return [await self.db._call(sql, params[0], fetch=True)]
             return await self.db.batch([(sql, params)])
         except QuotaStoreUnavailable as exc:
             return [exc] * len(params)
         except Exception as exc:  # noqa: BLE001 - the error of the statement's own request
             if len(params) == 1:
                 return [exc]
-            alone = (self.db.one(sql, row) for row in params)
+            alone = (self.db._call(sql, row, fetch=True) for row in params)
             return await asyncio.gather(*alone, return_exceptions=True)
 
 
