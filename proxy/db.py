@@ -342,15 +342,19 @@ class PostgresDatabase(Database):
         await self._open()
         returned = []
         try:
-            async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            # One pipeline, one Sync: PostgreSQL runs what comes before a Sync as one transaction,
+            # committed at the Sync (rolled back if a statement failed), without the round trips of
+            # a BEGIN and a COMMIT. A cursor a step: each reads its own statements' results.
+            async with self.pool.connection() as conn, conn.pipeline():
                 for sql, rows in steps:
                     if not rows:
                         continue
                     returning = RETURNING in sql
-                    await cursor.executemany(sql, rows, returning=returning)  # pipelined: one round trip
-                    while returning:
-                        returned.append(await cursor.fetchone())
-                        returning = cursor.nextset()
+                    async with conn.cursor() as cursor:
+                        await cursor.executemany(sql, rows, returning=returning)
+                        while returning:
+                            returned.append(await cursor.fetchone())
+                            returning = cursor.nextset()
         except (psycopg.Error, PoolTimeout) as exc:
             raise await self._classified(exc) from exc
         return returned
