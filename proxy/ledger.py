@@ -28,7 +28,7 @@ from activity.models import RequestLog
 from activity.retention import prune_request_log
 from keys.models import ApiKey, AuthFailure, Usage
 from proxy.budget import TokenCount
-from proxy.db import QuotaStoreUnavailable, database, run_orm
+from proxy.db import NewRows, QuotaStoreUnavailable, Step, database, run_orm
 
 log = logging.getLogger("tollgate.proxy")
 
@@ -65,15 +65,16 @@ AUTH_FAILURE_SQL = (
     f"last_seen = CASE WHEN excluded.last_seen > {FAILURES}.last_seen THEN excluded.last_seen "
     f"ELSE {FAILURES}.last_seen END"
 )
-# A key deleted since the request leaves no row (and does not fail the batch).
-LOG_SQL = (
-    f"INSERT INTO {LOG} (key_id, model, endpoint, at, status, outcome, prompt_tokens, completion_tokens, "  # noqa: S608
-    "cost, estimated, ttfb_ms, duration_ms, request_id, client_ip) "
-    "SELECT %(key_id)s, %(model)s, %(endpoint)s, %(at)s, %(status)s, %(outcome)s, %(prompt_tokens)s, "
-    "%(completion_tokens)s, %(cost)s, %(estimated)s, CAST(%(ttfb_ms)s AS INTEGER), %(duration_ms)s, "
-    "%(request_id)s, %(client_ip)s "
-    f"WHERE EXISTS (SELECT 1 FROM {KEYS} WHERE id = %(key_id)s)"
-)
+# The request-log rows. A key deleted since its request leaves no row (and does not fail the batch).
+LOG_ROWS = NewRows(
+    table=LOG,
+    columns=(
+        "key_id", "model", "endpoint", "at", "status", "outcome", "prompt_tokens", "completion_tokens", "cost",
+        "estimated", "ttfb_ms", "duration_ms", "request_id", "client_ip",
+    ),
+    parent=KEYS,
+    parent_column="key_id",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ class Ledger:
         return True
 
     @staticmethod
-    def _steps(entries: list[Entry]) -> list[tuple[str, list[dict]]]:
+    def _steps(entries: list[Entry]) -> list[Step]:
         """The batch's statements. Settlements are summed per key and window, one row update each,
         and come last: on PostgreSQL the hot usage row is then locked from that update to the
         commit, not for the whole batch, so admissions of the same key do not queue behind it."""
@@ -242,10 +243,10 @@ class Ledger:
                 used[e.key_id] = max(e.at, used.get(e.key_id, e.at))
         touches = [{"key_id": key_id, "at": at} for key_id, at in sorted(used.items())]
         settled = [{"key_id": k, "window_start": w, **summed} for (k, w), summed in sorted(settlements.items())]
-        return [(LOG_SQL, [e.log_row() for e in entries]), (TOUCH_SQL, touches), (SETTLE_SQL, settled)]
+        return [(LOG_ROWS, [e.log_row() for e in entries]), (TOUCH_SQL, touches), (SETTLE_SQL, settled)]
 
     @staticmethod
-    def _usage(steps: list[tuple[str, list[dict]]], returned: list[dict | None]) -> dict[tuple[int, date], dict]:
+    def _usage(steps: list[Step], returned: list[dict | None]) -> dict[tuple[int, date], dict]:
         """Each settled window's usage row as the batch left it (SETTLE_SQL's RETURNING)."""
         [settled] = [rows for sql, rows in steps if sql is SETTLE_SQL]
         return {(s["key_id"], s["window_start"]): row for s, row in zip(settled, returned, strict=True) if row}

@@ -7,7 +7,7 @@ from datetime import date
 from django.utils import timezone
 
 from proxy.budget import TokenCount
-from proxy.ledger import LOG_SQL, SETTLE_SQL, TOUCH_SQL, Entry, Ledger
+from proxy.ledger import LOG_ROWS, SETTLE_SQL, TOUCH_SQL, Entry, Ledger
 
 TODAY, YESTERDAY = date(2026, 12, 6), date(2026, 12, 5)
 
@@ -30,7 +30,7 @@ def test_settlements_are_summed_per_key_and_window_and_written_last():
     ]
     steps = Ledger._steps(batch)
 
-    assert [sql for sql, _ in steps] == [LOG_SQL, TOUCH_SQL, SETTLE_SQL]
+    assert [step for step, _ in steps] == [LOG_ROWS, TOUCH_SQL, SETTLE_SQL]
     log_rows, touches, settlements = (rows for _, rows in steps)
     assert len(log_rows) == 5
     assert [t["key_id"] for t in touches] == [1, 2]
@@ -43,4 +43,4 @@ def test_settlements_are_summed_per_key_and_window_and_written_last():
 
 def test_a_batch_of_refusals_settles_nothing():
     steps = dict(Ledger._steps([entry(3, TODAY, reserved=None), entry(3, TODAY, reserved=None)]))
-    assert steps[SETTLE_SQL] == [] and steps[TOUCH_SQL] == [] and len(steps[LOG_SQL]) == 2
+    assert steps[SETTLE_SQL] == [] and steps[TOUCH_SQL] == [] and len(steps[LOG_ROWS]) == 2

@@ -14,7 +14,7 @@ from keys.models import AuthFailure, Usage
 from proxy import ledger as ledger_module
 from proxy.budget import TokenCount
 from proxy.db import QuotaStoreUnavailable, database
-from proxy.ledger import LOG_SQL, Entry, Ledger
+from proxy.ledger import LOG_ROWS, Entry, Ledger
 from tests.asgi import portal
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,7 @@ class Transactions:
         self.tried += 1
         if self.tried in self.unavailable:
             raise QuotaStoreUnavailable("injected: the database cannot be reached")
-        self.sizes.append(len(dict(steps)[LOG_SQL]))
+        self.sizes.append(len(dict(steps)[LOG_ROWS]))
         return await database().batch(steps)
 
 

@@ -145,6 +145,32 @@ def test_a_bad_entry_in_a_ledger_batch_costs_the_others_nothing(alice, bob, make
     assert not failures_logged(caplog, "good-1")
 
 
+def test_a_key_deleted_since_its_request_leaves_no_log_row_and_fails_nothing(alice, bob, make_plan, make_key, caplog):
+    """The ledger writes a batch's log rows in bulk (COPY on PostgreSQL): a row whose key is gone is
+    left out, and the batch is not failed and written again one entry at a time."""
+    plan = make_plan(quota=10)
+    alices_key, _ = make_key(alice, plan)
+    bobs_key, _ = make_key(bob, plan)
+    now = timezone.now()
+    batch = [
+        Entry(key_id=key.pk, at=now, request_id=request_id, status=200, outcome="ok", model="demo", duration_ms=5)
+        for key, request_id in ((alices_key, "alice-1"), (bobs_key, "bob-1"), (alices_key, "alice-2"))
+    ]
+    bobs_key.delete()
+
+    async def write() -> None:
+        ledger = Ledger()
+        for each in batch:
+            ledger.add(each)
+        await ledger.close()
+
+    with caplog.at_level(logging.WARNING, logger="tollgate.proxy"):
+        portal().call(write)
+
+    assert sorted(RequestLog.objects.values_list("request_id", flat=True)) == ["alice-1", "alice-2"]
+    assert not [r for r in caplog.records if r.name == "tollgate.proxy" and r.levelno >= logging.WARNING]
+
+
 def test_a_negative_max_tokens_is_a_400_and_the_next_request_is_answered(alice, bob, make_plan, make_key, upstream):
     plan = make_plan(quota=5)
     alices_key, alices = make_key(alice, plan)
