@@ -53,6 +53,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, connections, transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -475,12 +476,14 @@ class SqliteDatabase(Database):
         """The statement on this thread's own sqlite3 connection, if it can run at once. Any error
         is WouldWait: the writer thread runs it again, waits if it must, and tells an outage from
         the statement's own error (a failed statement changed nothing)."""
-        name = connections["default"].settings_dict["NAME"]
+        django_connection = connections["default"]
+        name = django_connection.settings_dict["NAME"]
+        adapted = self._adapted(params, django_connection.ops)
         try:
             if getattr(self.local, "connected_to", None) != name:
                 self._connect_loop(name)
             with nullcontext() if sql.startswith("SELECT") else self._writers_turn(name, wait=False):
-                cursor = self.local.connection.execute(sqlite_paramstyle(sql), self._adapted(params))
+                cursor = self.local.connection.execute(sqlite_paramstyle(sql), adapted)
                 return cursor.fetchone() if fetch else cursor.rowcount
         except (BlockingIOError, sqlite3.Error) as exc:
             raise WouldWait from exc
@@ -544,22 +547,22 @@ class SqliteDatabase(Database):
                 db.close()
 
     @staticmethod
-    def _adapted(params: dict[str, Any]) -> dict[str, Any]:
-        ops = connections["default"].ops
-        return {
-            name: ops.adapt_datetimefield_value(value)
-            if isinstance(value, datetime)
-            else ops.adapt_datefield_value(value)
-            if isinstance(value, date)
-            else value
-            for name, value in params.items()
-        }
+    def _adapted(params: dict[str, Any], ops: BaseDatabaseOperations) -> dict[str, Any]:
+        """The dates and times as Django writes them to SQLite. `ops` is the caller's: looking the
+        connection up (in an asgiref Local) for each row of a batch cost more than the rest."""
+        adapted = dict(params)
+        for name, value in params.items():
+            if isinstance(value, datetime):
+                adapted[name] = ops.adapt_datetimefield_value(value)
+            elif isinstance(value, date):
+                adapted[name] = ops.adapt_datefield_value(value)
+        return adapted
 
     def _execute_batch(self, steps: list[Step]) -> list[dict[str, Any] | None]:
         self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
         adapted = [  # before the lock
-            (sql.insert_sql if isinstance(sql, NewRows) else sql, [self._adapted(row) for row in rows])
+            (sql.insert_sql if isinstance(sql, NewRows) else sql, [self._adapted(row, db.ops) for row in rows])
             for sql, rows in steps
             if rows
         ]
@@ -582,7 +585,7 @@ class SqliteDatabase(Database):
     def _execute(self, sql: str, params: dict[str, Any], fetch: bool):
         self.breaker.check()  # again: it may have tripped while this waited for the thread
         db = self._connection()
-        adapted = self._adapted(params)
+        adapted = self._adapted(params, db.ops)
         reads = sql.startswith("SELECT")  # WAL: readers never wait for the writer
         try:
             with nullcontext() if reads else self._writers_turn(db.settings_dict["NAME"]), db.cursor() as cursor:
