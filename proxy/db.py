@@ -85,7 +85,7 @@ class NewRows:
     that its `parent_column` names exists, so that one deleted since leaves no row and fails nothing.
 
     PostgreSQL takes them by COPY, after locking the parents it finds against deletion until the
-    commit. As a statement a row, a ledger batch of 100 log rows took its event loop 4.4 ms of CPU,
+    commit. As a statement a row, a ledger batch of 100 entries took its event loop 4.4 ms of CPU,
     and 2.7 ms this way, and the requests that came meanwhile waited for it (the added p99 at one
     connection). SQLite takes them by `insert_sql`, a row at a time."""
 
