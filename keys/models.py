@@ -163,6 +163,15 @@ class ApiKey(models.Model):
         return self.status == self.Status.ACTIVE and (self.expires_at is None or self.expires_at > now)
 
 
+def lock_before_delete(sender, instance: ApiKey, using: str, **kwargs) -> None:
+    """A key's own row is locked before anything of it is deleted (its usage rows and request log
+    first, then the key, as Django deletes them): in the order the ledger locks them (proxy/ledger.py:
+    the key, then its usage rows), so that a delete, in admin or with its owner's account, and a batch
+    settling the key wait for each other instead of deadlocking. Connected as `pre_delete`, which
+    Django sends inside the delete's transaction, before its first DELETE (keys/apps.py)."""
+    ApiKey.objects.using(using).select_for_update().filter(pk=instance.pk).exists()
+
+
 def usable_key_sql(alias: str) -> str:
     """`ApiKey.is_usable` as a SQL condition on the keys table aliased `alias`, against the `%(now)s`
     parameter: for the model API's hand-written key lookup (proxy/admission.py)."""
