@@ -25,6 +25,7 @@ from functools import cached_property
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 from django_ratelimit.core import is_ratelimited
+from psycopg.errors import ForeignKeyViolation
 
 from keys import money, tokens
 from keys.models import ApiKey, Plan, Usage, quota_window, throttle_rate, usable_key_sql
@@ -352,7 +353,12 @@ async def _admit(key: KeyTerms, call: Call, now: datetime) -> Admission:
     # tokens, money or a request back in between: then the window has room now, and it is asked
     # once more; what still finds none is refused by a limit the plan has.
     for _attempt in range(2):
-        row = await database().one_together(ADMIT_SQL, counted, order=(key.key_id, window_start))
+        try:
+            row = await database().one_together(ADMIT_SQL, counted, order=(key.key_id, window_start))
+        except ForeignKeyViolation:
+            # PostgreSQL checks a window's new usage row against its key at the commit, after the
+            # statement found the key usable: the key was deleted in between (tests/proxy/test_key_deletion.py).
+            return Admission(Outcome.FORBIDDEN, now, endpoint=call.endpoint.name)
         if row is not None:
             return Admission(Outcome.ADMITTED, **_counts(row), resets_at=resets_at, **terms)
         used = await database().one(USED_SQL, window) or NOTHING_USED
